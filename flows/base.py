@@ -1,0 +1,30 @@
+"""Stage 1, base: the student model as plain safetensors + tokenizer in models/base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from prefect import flow
+
+from flows.stage import run_stage, step
+from tasks.base_model import load_base, save_base
+from tasks.config import load_params
+from tasks.jsonl import write_json
+from tasks.paths import BASE_DIR, metrics_file
+from tasks.tracking import stage_run
+
+
+@flow(name="base", log_prints=True)
+def base(params_file: str = "params.yaml") -> dict[str, int]:
+    params = load_params(Path(params_file)).base
+    with stage_run("base", params):
+        model, tokenizer = step(load_base, "load-base-model")(params.model, params.dtype)
+        facts = step(save_base, "save-safetensors")(model, tokenizer, BASE_DIR)
+        write_json(metrics_file("base"), facts)
+        mlflow.log_metrics(facts)
+    return facts
+
+
+if __name__ == "__main__":
+    run_stage(base)

@@ -1,0 +1,32 @@
+"""Stage 2, seeds: seed questions from the configured sources, deduplicated and sampled reproducibly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from prefect import flow
+
+from flows.stage import run_stage, step
+from tasks.config import load_params
+from tasks.jsonl import write_json, write_jsonl
+from tasks.paths import SEEDS, metrics_file
+from tasks.seeds import ingest_seeds
+from tasks.tracking import stage_run
+
+
+@flow(name="seeds", log_prints=True)
+def seeds(params_file: str = "params.yaml") -> dict[str, int]:
+    params = load_params(Path(params_file)).seeds
+    with stage_run("seeds", params):
+        chosen, stats = step(ingest_seeds, "ingest-seeds")(params)
+        write_jsonl(SEEDS, chosen)
+        write_json(metrics_file("seeds"), stats)
+        mlflow.log_metrics(stats)
+        mlflow.log_artifact(str(SEEDS))
+    print(f"{stats['selected']} seeds from {stats['read']} read ({stats['duplicates']} exact duplicates)")
+    return stats
+
+
+if __name__ == "__main__":
+    run_stage(seeds)

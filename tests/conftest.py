@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny randomly initialised LLaMA with a real (small, freshly trained) BPE tokenizer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tasks.runtime import apply_runtime_defaults
+
+os.environ.setdefault("SELFCHAT_EXPERIMENT", "selfchat-tests")
+apply_runtime_defaults(Path(__file__).resolve().parents[1])
+
+_CORPUS = [
+    "The conversation between human and AI assistant.",
+    "[|Human|] How do I reset my router?\n[|AI|] Unplug it for thirty seconds, then plug it back in.",
+    "[|Human|] What is a fever?\n[|AI|] A body temperature above the normal range, often from infection.",
+    "I'm sorry, I cannot help with that request. As an AI I decline unethical tasks.",
+    "Python lists, loops, functions and classes make programs easy to read and test.",
+]
+
+
+def build_tiny_model(dest: Path) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_CORPUS * 20, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    LlamaForCausalLM(config).save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-base"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_base: Path):
+    from tasks.lora import load_tokenizer
+
+    return load_tokenizer(tiny_base)
+
+
+def dialogue(id_: str, turns: list[tuple[str, str]], seed_id: str | None = None, **extra) -> dict:
+    return {"id": id_, "seed_id": seed_id or f"seed-{id_}", "source": "test", "domain": "general",
+            "mode": "transcript", "teacher": {"model": "test-teacher", "endpoint": "127.0.0.1"},
+            "turns": [{"role": r, "text": t} for r, t in turns], **extra}

@@ -1,0 +1,63 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.config import ConfigError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def good() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_project_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.train.lora.r >= 1 and params.seeds.sources
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda p: p["train"]["lora"].update(rank=8), "train.lora.rank: unknown key"),
+    (lambda p: p["train"]["lora"].update(r=0), "train.lora.r: input should be greater than or equal to 1 (got 0)"),
+    (lambda p: p["train"].update(max_steps="many"), "train.max_steps: input should be a valid integer"),
+    (lambda p: p["validate"].update(heldout_fraction=1.5), "validate.heldout_fraction: input should be less than 1"),
+    (lambda p: p["collect"]["teacher"].update(timeout_s=-1), "collect.teacher.timeout_s: input should be greater than 0"),
+    (lambda p: p.update(colect={}), "colect: unknown key"),
+    (lambda p: p["train"].update(quantization="2bit"), "train.quantization: input should be 'none', '8bit' or '4bit'"),
+    (lambda p: p["train"].update(warmup_steps=99), "train: value error, warmup_steps (99) must be below max_steps"),
+    (lambda p: p["seeds"].update(sources=[]), "seeds.sources: list should have at least 1 item"),
+])
+def test_bad_params_name_the_key(edit, expected):
+    params = good()
+    edit(params)
+    with pytest.raises(ConfigError) as caught:
+        parse_params(params)
+    message = str(caught.value)
+    assert message.startswith("params.yaml: ") and expected in message
+    assert "\n" not in message
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    params = good()
+    params["seeds"]["size"] = -3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    before = set(tmp_path.iterdir())
+    result = subprocess.run([sys.executable, "-m", "flows.seeds", "--params", "params.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: params.yaml: seeds.size: input should be greater than or equal to 1 (got -3)"]
+    # Prefect creates its (ignored) home folder on import; no output, metric or tracking file appears
+    assert {p for p in tmp_path.iterdir() if p.name != ".prefect"} == before

@@ -13,6 +13,7 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import ConfigError, load_params
+from tasks.errors import SelfchatError
 
 
 def step(fn: Callable[..., Any], name: str, **options: Any) -> Task:
@@ -31,4 +32,8 @@ def run_stage(flow: Callable[..., Any]) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    flow(params_file=args.params)
+    try:
+        flow(params_file=args.params)
+    except SelfchatError as exc:  # Prefect has logged the failed run; the user gets the reason
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None

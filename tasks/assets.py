@@ -12,8 +12,10 @@ from typing import Any
 
 import yaml
 
+from tasks.errors import SelfchatError
 
-class AssetError(RuntimeError):
+
+class AssetError(SelfchatError):
     pass
 
 

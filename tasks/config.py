@@ -8,10 +8,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks.errors import SelfchatError
+
 PARAMS_FILE = Path("params.yaml")
 
 
-class ConfigError(Exception):
+class ConfigError(SelfchatError):
     """A bad params file; str() is the one line shown to the user."""
 
 

@@ -13,13 +13,14 @@ import great_expectations as gx
 import pandas as pd
 from great_expectations.expectations.registry import get_expectation_impl
 
+from tasks.errors import SelfchatError
 from tasks.transcript import AI, HUMAN, ROLE_TAG
 
 log = logging.getLogger(__name__)
 CRITICAL, ROW = "critical", "row"
 
 
-class ContractError(RuntimeError):
+class ContractError(SelfchatError):
     """A critical expectation failed: the whole batch is unusable."""
 
 
@@ -68,7 +69,9 @@ class ContractReport:
 
 
 def _describe(config: Any) -> str:
-    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
+    # GX stores bounds as floats; 2 reads better than 2.0 in a reason
+    kwargs = {k: int(v) if isinstance(v, float) and v.is_integer() else v
+              for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
     column = config.kwargs.get("column")
     return f"{config.type}({column}{', ' if column and kwargs else ''}{', '.join(f'{k}={v}' for k, v in kwargs.items())})"
 
@@ -99,13 +102,15 @@ def run_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite, docs_dir: Path | 
             continue
         config = outcome.expectation_config
         name = _describe(config)
-        report.failed_expectations[name] += 1
         if config.meta.get("severity") == CRITICAL:
+            report.failed_expectations[name] += 1
             observed = outcome.result.get("observed_value", outcome.result.get("unexpected_percent"))
             report.critical_failures.append(f"{name}: observed {observed}")
             continue
         column = config.kwargs.get("column")
-        for row in outcome.result.get("unexpected_index_list") or []:
+        rows = outcome.result.get("unexpected_index_list") or []
+        report.failed_expectations[name] += len(rows)
+        for row in rows:
             value = row.get(column) if column else None
             value = value.item() if hasattr(value, "item") else value
             report.failures_by_row.setdefault(row[id_column], []).append(f"{name}: got {value!r}")

@@ -24,12 +24,13 @@ from transformers import (
 )
 
 from tasks.config import TrainParams
+from tasks.errors import SelfchatError
 from tasks.training_data import IGNORE, Example
 
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SelfchatError):
     pass
 
 

@@ -12,9 +12,10 @@ import pandas as pd
 
 from tasks.assets import asset, read_texts
 from tasks.config import SeedSource, SeedsParams
+from tasks.errors import SelfchatError
 
 
-class SeedSourceError(ValueError):
+class SeedSourceError(SelfchatError):
     pass
 
 

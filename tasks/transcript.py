@@ -43,12 +43,12 @@ def parse_transcript(reply: str) -> list[Turn]:
     for marker, following in zip(markers, [*markers[1:], None], strict=True):
         end = following.start() if following else len(reply)
         turns.append(Turn(HUMAN if marker.group(1).lower() == "human" else AI, reply[marker.end():end].strip()))
-    while turns and turns[-1].role == HUMAN:
-        turns.pop()
-    if not any(t.role == HUMAN for t in turns):
-        raise TranscriptError("no human turn before an AI turn")
     if not any(t.role == AI for t in turns):
         raise TranscriptError("no AI turn")
+    if not any(t.role == HUMAN for t in turns):
+        raise TranscriptError("no human turn")
+    while turns[-1].role == HUMAN:
+        turns.pop()
     return turns
 
 

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from tasks.selfchat import dialogue_id
@@ -30,10 +32,10 @@ def test_accepts_baize_spelling_and_keeps_problems_for_the_contract():
     ("", "empty reply"),
     ("Just some prose without any roles.", "no [Human]/[AI] markers"),
     ("[AI] I start talking alone", "no human turn"),
-    ("[Human] only a question", "no human turn"),
+    ("[Human] only a question\n[Human] and another", "no AI turn"),
 ])
 def test_unparseable_replies_say_why(reply, reason):
-    with pytest.raises(TranscriptError, match=reason):
+    with pytest.raises(TranscriptError, match=re.escape(reason)):
         parse_transcript(reply)
 
 

@@ -1,0 +1,127 @@
+"""The real pipeline on a tiny config: real llama.cpp teacher (SmolLM2 from its wheel), real DVC, Prefect,
+MLflow and great-expectations; only the student is a tiny random model so training takes seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> tuple[Path, dict[str, str]]:
+    project = tmp_path_factory.mktemp("project")
+    for item in ("flows", "tasks", "expectations"):
+        shutil.copytree(ROOT / item, project / item, ignore=shutil.ignore_patterns("__pycache__"))
+    for item in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / item, project / item)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["base"]["model"] = str(tiny_base)
+    params["seeds"].update(size=5, sources=[{"source": "builtin:healthsearchqa", "domain": "medical", "limit": 3},
+                                            {"source": "builtin:coding", "domain": "tech", "limit": 3}])
+    params["collect"]["max_tokens"] = 160
+    params["train"].update(max_steps=3, warmup_steps=0, batch_size=2, bf16=False, max_length=128)
+    params["evaluate"].update(should_refuse=[{"name": "jailbreakbench", "limit": 2}],
+                              should_answer=[{"name": "overrefusal_benign_edgy", "limit": 2}], max_new_tokens=8)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "DVC_", "SELFCHAT_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", SELFCHAT_PIPELINE_ID="itest-1",
+               PYTHONPATH=str(project))
+    run(["git", "init", "-q"], project, env)
+    run(["dvc", "init", "-q"], project, env)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], project, env)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], project, env)
+    run(["dvc", "repro"], project, env)
+    return project, env
+
+
+def registry(project: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def test_every_artifact_is_written_and_nothing_is_lost(project):
+    root, _ = project
+    assert (root / "models/base/model.safetensors").exists()
+    seeds = lines(root / "data/seeds.jsonl")
+    assert len(seeds) == 5 and all(s["provenance"]["sha256"] for s in seeds)
+    dialogues = lines(root / "data/dialogues.jsonl")
+    collect_q = lines(root / "data/quarantine/collect.jsonl")
+    assert len(dialogues) + len(collect_q) == 5
+    assert all(q["reason"] for q in collect_q)
+    for d in dialogues:
+        assert d["raw"] and d["usage"]["completion_tokens"] > 0 and d["teacher"]["endpoint"] == "127.0.0.1"
+    train, heldout = lines(root / "data/train.jsonl"), lines(root / "data/heldout.jsonl")
+    validate_q = lines(root / "data/quarantine/validate.jsonl")
+    assert len(train) + len(heldout) + len(validate_q) == len(dialogues)
+    assert all(q["reasons"] for q in validate_q)
+    quality = json.loads((root / "metrics/quality.json").read_text())
+    assert quality["quarantined"] == len(validate_q)
+    assert (root / "reports/data_docs/index.html").exists()
+    assert (root / "models/adapter/adapter_model.safetensors").exists()
+    assert (root / "plots/train_loss.csv").read_text().count("\n") == 4  # header + 3 steps
+    evaluation = json.loads((root / "metrics/eval.json").read_text())
+    assert {"perplexity_base", "perplexity_adapter", "refusal_rate_guarded", "refusal_rate_unguarded",
+            "answer_rate_guarded"} <= evaluation.keys()
+    assert len(lines(root / "reports/eval/samples.jsonl")) == 8
+    collect = json.loads((root / "metrics/collect.json").read_text())
+    assert collect["requests"] == 5 and collect["completion_tokens"] > 0
+
+
+def test_registry_entry_alias_and_grouped_runs(project):
+    root, _ = project
+    client = registry(root)
+    version = client.get_model_version_by_alias("selfchat-adapter", "challenger")
+    assert str(version.version) == "1"
+    assert version.tags["dvc.data/train.jsonl"] and version.tags["train.lora.r"] == "8"
+    register = json.loads((root / "metrics/register.json").read_text())
+    if register["promoted"]:
+        assert str(client.get_model_version_by_alias("selfchat-adapter", "champion").version) == "1"
+    runs = client.search_runs([client.get_experiment_by_name("selfchat").experiment_id],
+                              "tags.`selfchat.pipeline_id` = 'itest-1'")
+    parents = [r for r in runs if r.data.tags["selfchat.role"] == "pipeline"]
+    stages = {r.data.tags["selfchat.stage"] for r in runs if r.data.tags["selfchat.role"] == "stage"}
+    assert len(parents) == 1
+    assert stages == {"base", "seeds", "collect", "validate", "train", "evaluate", "register"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+               for r in runs if r.data.tags["selfchat.role"] == "stage")
+
+
+def test_rerun_does_nothing_then_prefect_pipeline_reruns_only_what_changed(project):
+    root, env = project
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
+    again = run(["dvc", "repro"], root, env).stdout
+    assert "didn't change, skipping" in again and "Running stage" not in again
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["lora"]["r"] = 4
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([sys.executable, "-m", "flows.pipeline"], root, {**env, "SELFCHAT_PIPELINE_ID": "itest-2"})
+    assert "stage collect: unchanged" in out.stdout + out.stderr
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
+    client = registry(root)
+    assert str(client.get_model_version_by_alias("selfchat-adapter", "challenger").version) == "2"
+    ran = {r.data.tags["selfchat.stage"] for r in client.search_runs(
+        [client.get_experiment_by_name("selfchat").experiment_id],
+        "tags.`selfchat.pipeline_id` = 'itest-2' and tags.`selfchat.role` = 'stage'")}
+    assert ran == {"train", "evaluate", "register"}

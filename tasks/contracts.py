@@ -73,7 +73,8 @@ def _describe(config: Any) -> str:
     kwargs = {k: int(v) if isinstance(v, float) and v.is_integer() else v
               for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
     column = config.kwargs.get("column")
-    return f"{config.type}({column}{', ' if column and kwargs else ''}{', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+    args = ([column] if column else []) + [f"{k}={v}" for k, v in kwargs.items()]
+    return f"{config.type}({', '.join(args)})"
 
 
 def run_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite, docs_dir: Path | None,

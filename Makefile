@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 UV_INSTALL := $(UV) pip install --python $(PY) $(FIND_LINKS) -c requirements/constraints.txt
+# llama-cpp-python ships as source only: build its wheel once per machine (~5 min on 2 cores) into a
+# wheelhouse outside the clone, and install from there afterwards.
+WHEELHOUSE ?= $(HOME)/.cache/selfchat/wheels
+LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirements/teacher.txt)
 # Portable CPU build of llama.cpp: -march=native emits instructions (AMX) some VMs trap, and the built
 # wheel is cached and reused on other machines.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
@@ -32,7 +36,9 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt requirements/tea
 	test -x $(PY) || python3 -m venv $(VENV)
 	test -x $(UV) || $(PY) -m pip install --quiet "uv>=0.9,<1"
 	$(UV_INSTALL) -e '.[dev]'
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(UV_INSTALL) -r requirements/teacher.txt
+	test -n "$$(ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl 2>/dev/null)" || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) "llama-cpp-python==$(LLAMA_VERSION)"
+	$(UV_INSTALL) --find-links $(WHEELHOUSE) -r requirements/teacher.txt
 	$(UV) pip install --python $(PY) --no-deps -r requirements/assets.txt
 	touch $@
 

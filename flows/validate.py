@@ -1,4 +1,4 @@
-"""Stage 4, validate: the dialogue data contract (great-expectations), quarantine, train/held-out split."""
+"""Stage 4, validate: data contracts (great-expectations), duplicates, contamination, quarantine, split."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from prefect import flow
 
 from flows.stage import run_stage, step
 from tasks.config import load_params
-from tasks.contracts import check_dialogues, load_suite
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.paths import DATA_DOCS, DIALOGUES, HELDOUT, QUARANTINE_VALIDATE, TRAIN, metrics_file
+from tasks.paths import DATA_DOCS, DIALOGUES, HELDOUT, QUALITY_REPORTS, QUARANTINE_VALIDATE, SEEDS, TRAIN, metrics_file
+from tasks.plots import write_distributions
+from tasks.quality import validate_corpus
+from tasks.quality_report import quality_summary
 from tasks.splits import split_by_seed
 from tasks.tracking import stage_run
 
@@ -20,23 +22,27 @@ from tasks.tracking import stage_run
 @flow(name="validate", log_prints=True)
 def validate(params_file: str = "params.yaml") -> dict:
     params = load_params(Path(params_file)).validate_
-    dialogues = list(read_jsonl(DIALOGUES))
+    dialogues, seeds = list(read_jsonl(DIALOGUES)), list(read_jsonl(SEEDS))
     with stage_run("validate", params):
         shutil.rmtree(DATA_DOCS, ignore_errors=True)
-        passed, quarantined, quality = step(check_dialogues, "data-contract")(
-            dialogues, load_suite(Path(params.suite)), DATA_DOCS)
-        train, heldout = split_by_seed(passed, params.heldout_fraction, params.seed)
-        write_jsonl(QUARANTINE_VALIDATE, quarantined)
+        shutil.rmtree(QUALITY_REPORTS, ignore_errors=True)
+        verdict = step(validate_corpus, "data-quality")(dialogues, seeds, params, DATA_DOCS)
+        train, heldout = split_by_seed(verdict.passed, params.heldout_fraction, params.seed)
+        write_jsonl(QUARANTINE_VALIDATE, verdict.quarantined)
         write_jsonl(TRAIN, train)
         write_jsonl(HELDOUT, heldout)
-        quality.update(train=len(train), heldout=len(heldout))
+        quality = {**verdict.metrics, "train": len(train), "heldout": len(heldout)}
         write_json(metrics_file("quality"), quality)
+        summary = QUALITY_REPORTS / "summary.md"
+        summary.write_text(quality_summary(quality, verdict.quarantined))
+        write_distributions(verdict.features, {q["id"] for q in verdict.quarantined},
+                            QUALITY_REPORTS / "distributions.png")
         mlflow.log_metrics({k: v for k, v in quality.items() if isinstance(v, int | float)})
         mlflow.log_dict(quality, "quality.json")
+        mlflow.log_artifacts(str(QUALITY_REPORTS), "quality")
         mlflow.log_artifacts(str(DATA_DOCS), "data_docs")
-    print(f"{quality['passed']}/{quality['dialogues']} dialogues meet the contract; "
-          f"train {len(train)}, held-out {len(heldout)}; quarantined by reason: "
-          f"{quality['failed_rows_by_expectation']}")
+    print(f"{quality['passed']}/{quality['dialogues']} dialogues pass; train {len(train)}, held-out "
+          f"{len(heldout)}; quarantined by reason: {quality['quarantined_by_reason']} (see {summary})")
     return quality
 
 

@@ -71,8 +71,20 @@ class CollectParams(_Strict):
     seed: int = 0
 
 
+class DecontaminationParams(_Strict):
+    # built-in evaluation sets (tasks/assets.py) whose prompts must not appear in training data
+    sets: list[str] = ["jailbreakbench", "strongreject_small", "overrefusal_benign_edgy", "overrefusal_expanded"]
+    ngram: Annotated[int, Field(ge=3, le=50)] = 8
+
+
 class ValidateParams(_Strict):
     suite: str = "expectations/dialogues.json"
+    seeds_suite: str = "expectations/seeds.json"
+    languages: list[str] = Field(default=["en"], min_length=1)  # ISO 639-1 codes (py3langid)
+    near_duplicate_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.8
+    decontamination: DecontaminationParams = DecontaminationParams()
+    # critical: below this share of dialogues passing every check, the batch is unusable
+    min_pass_rate: Fraction = 0.3
     heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     seed: int = 0
 

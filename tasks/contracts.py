@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +12,12 @@ from typing import Any
 
 import great_expectations as gx
 import pandas as pd
+import py3langid as langid
 from great_expectations.expectations.registry import get_expectation_impl
 
+import tasks.expectations  # noqa: F401 - registers selfchat's custom expectations with GX
 from tasks.errors import SelfchatError
+from tasks.refusal import is_refusal
 from tasks.transcript import AI, HUMAN, ROLE_TAG
 
 log = logging.getLogger(__name__)
@@ -24,11 +28,32 @@ class ContractError(SelfchatError):
     """A critical expectation failed: the whole batch is unusable."""
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def distinct_bigram_ratio(texts: list[str]) -> float:
+    words = [w for text in texts for w in _words(text)]
+    bigrams = list(zip(words, words[1:]))
+    return round(len(set(bigrams)) / len(bigrams), 4) if bigrams else 1.0
+
+
+def max_line_repeats(texts: list[str], min_chars: int = 10) -> int:
+    lines = Counter(" ".join(_words(line)) for text in texts for line in re.split(r"[\n.!?]+", text))
+    return max((n for line, n in lines.items() if len(line) >= min_chars), default=0)
+
+
+def detect_language(text: str, min_chars: int = 40) -> str | None:
+    """None for text too short to call (GX skips nulls); langid is unreliable on a few words."""
+    return langid.classify(text[:500])[0] if len(text.strip()) >= min_chars else None
+
+
 def dialogue_features(record: dict[str, Any]) -> dict[str, Any]:
     """One flat row per dialogue: what the suite's expectations look at."""
     turns = record.get("turns") or []
     roles = [t.get("role") for t in turns]
-    lengths = [len((t.get("text") or "").strip()) for t in turns]
+    texts = [(t.get("text") or "").strip() for t in turns]
+    ai_texts = [text for role, text in zip(roles, texts) if role == AI]
     return {
         "id": record.get("id"),
         "seed_id": record.get("seed_id"),
@@ -40,11 +65,16 @@ def dialogue_features(record: dict[str, Any]) -> dict[str, Any]:
         "first_role": roles[0] if roles else None,
         "last_role": roles[-1] if roles else None,
         "unknown_roles": sum(role not in (HUMAN, AI) for role in roles),
-        "roles_alternate": all(a != b for a, b in zip(roles, roles[1:], strict=False)),
-        "empty_turns": sum(length == 0 for length in lengths),
-        "min_turn_chars": min(lengths, default=0),
-        "max_turn_chars": max(lengths, default=0),
-        "role_tag_leaks": sum(bool(ROLE_TAG.search(t.get("text") or "")) for t in turns),
+        "roles_alternate": all(a != b for a, b in zip(roles, roles[1:])),
+        "empty_turns": sum(not text for text in texts),
+        "min_turn_chars": min(map(len, texts), default=0),
+        "max_turn_chars": max(map(len, texts), default=0),
+        "total_chars": sum(map(len, texts)),
+        "role_tag_leaks": sum(bool(ROLE_TAG.search(text)) for text in texts),
+        "distinct_2gram_ratio": distinct_bigram_ratio(texts),
+        "max_line_repeats": max_line_repeats(texts),
+        "language": detect_language(" ".join(texts)),
+        "refusal_only": bool(ai_texts) and all(is_refusal(text) for text in ai_texts),
     }
 
 
@@ -77,64 +107,75 @@ def _describe(config: Any) -> str:
     return f"{config.type}({', '.join(args)})"
 
 
-def run_suite(frame: pd.DataFrame, suite: gx.ExpectationSuite, docs_dir: Path | None,
-              id_column: str = "id") -> ContractReport:
-    """Validate with a GX checkpoint (writing Data Docs when docs_dir is given) and map failures to rows."""
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    batch = (context.data_sources.add_pandas(suite.name).add_dataframe_asset(suite.name)
-             .add_batch_definition_whole_dataframe("all"))
-    suite = context.suites.add(suite)
-    validation = context.validation_definitions.add(gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
-    actions = []
-    if docs_dir is not None:
-        site = {"class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                                  "base_directory": str(docs_dir.resolve())}}
-        context.add_data_docs_site(site_name="selfchat", site_config=site)
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["selfchat"]))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{suite.name}_checkpoint", validation_definitions=[validation], actions=actions,
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]}))
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
-    report = ContractReport(success=bool(result.success), evaluated=len(frame))
-    for outcome in next(iter(result.run_results.values())).results:
-        if outcome.success:
-            continue
-        config = outcome.expectation_config
-        name = _describe(config)
-        if config.meta.get("severity") == CRITICAL:
-            report.failed_expectations[name] += 1
-            observed = outcome.result.get("observed_value", outcome.result.get("unexpected_percent"))
-            report.critical_failures.append(f"{name}: observed {observed}")
-            continue
-        column = config.kwargs.get("column")
-        rows = outcome.result.get("unexpected_index_list") or []
-        report.failed_expectations[name] += len(rows)
-        for row in rows:
-            value = row.get(column) if column else None
-            value = value.item() if hasattr(value, "item") else value
-            report.failures_by_row.setdefault(row[id_column], []).append(f"{name}: got {value!r}")
-    return report
+class ContractRunner:
+    """One ephemeral GX context for a stage: every suite's results land in the same Data Docs site."""
+
+    def __init__(self, docs_dir: Path | None) -> None:
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = {"globally": False}
+        self.docs = docs_dir is not None
+        if docs_dir is not None:
+            site = {"class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                                      "base_directory": str(docs_dir.resolve())}}
+            self.context.add_data_docs_site(site_name="selfchat", site_config=site)
+
+    def run(self, frame: pd.DataFrame, suite: gx.ExpectationSuite, parameters: dict[str, Any] | None = None,
+            id_column: str = "id") -> ContractReport:
+        """Validate `frame` with a checkpoint and map each failed row-level expectation to the failing rows."""
+        context = self.context
+        batch = (context.data_sources.add_pandas(suite.name).add_dataframe_asset(suite.name)
+                 .add_batch_definition_whole_dataframe("all"))
+        suite = context.suites.add(suite)
+        validation = context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["selfchat"])] if self.docs else []
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"{suite.name}_checkpoint", validation_definitions=[validation], actions=actions,
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]}))
+        result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {})
+        report = ContractReport(success=bool(result.success), evaluated=len(frame))
+        for outcome in next(iter(result.run_results.values())).results:
+            if outcome.success:
+                continue
+            config = outcome.expectation_config
+            name = _describe(config)
+            if config.meta.get("severity") == CRITICAL:
+                report.failed_expectations[name] += 1
+                observed = outcome.result.get("observed_value", outcome.result.get("unexpected_percent"))
+                report.critical_failures.append(f"{name}: observed {observed}")
+                continue
+            column = config.kwargs.get("column")
+            rows = outcome.result.get("unexpected_index_list") or []
+            report.failed_expectations[name] += len(rows)
+            for row in rows:
+                value = row.get(column) if column else None
+                value = value.item() if hasattr(value, "item") else value
+                report.failures_by_row.setdefault(row[id_column], []).append(f"{name}: got {value!r}")
+        return report
 
 
-def check_dialogues(dialogues: list[dict[str, Any]], suite: gx.ExpectationSuite,
-                    docs_dir: Path | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """Split dialogues into those that meet the contract and quarantine records carrying every reason.
+def seed_features(seed: dict[str, Any]) -> dict[str, Any]:
+    text = seed.get("text") or ""
+    return {"id": seed.get("id"), "source": seed.get("source"), "domain": seed.get("domain"),
+            "text_chars": len(text.strip()), "has_provenance": bool(seed.get("provenance"))}
 
-    Raises ContractError when a critical expectation fails (nothing should be trained on such a batch).
-    """
-    frame = pd.DataFrame([dialogue_features(d) for d in dialogues],
-                         columns=list(dialogue_features({}).keys()))
-    report = run_suite(frame, suite, docs_dir)
+
+def check_seeds(seeds: list[dict[str, Any]], suite: gx.ExpectationSuite,
+                runner: ContractRunner) -> dict[str, list[str]]:
+    """{seed id: reasons} for seeds that fail the seed contract; raises ContractError on a critical failure."""
+    frame = pd.DataFrame([seed_features(s) for s in seeds], columns=list(seed_features({}).keys()))
+    report = runner.run(frame, suite)
+    if report.critical_failures:
+        raise ContractError(f"critical seed contract failed: {'; '.join(report.critical_failures)}")
+    return report.failures_by_row
+
+
+def check_dialogues(dialogues: list[dict[str, Any]], suite: gx.ExpectationSuite, runner: ContractRunner,
+                    parameters: dict[str, Any] | None = None) -> tuple[pd.DataFrame, ContractReport]:
+    """Features of every dialogue and the suite's verdict; raises ContractError on a critical failure."""
+    frame = pd.DataFrame([dialogue_features(d) for d in dialogues], columns=list(dialogue_features({}).keys()))
+    report = runner.run(frame, suite, parameters)
     if report.critical_failures:
         raise ContractError(f"critical data contract failed: {'; '.join(report.critical_failures)}")
-    passed = [d for d in dialogues if d["id"] not in report.failures_by_row]
-    quarantined = [{**d, "stage": "validate", "reasons": report.failures_by_row[d["id"]]}
-                   for d in dialogues if d["id"] in report.failures_by_row]
-    metrics = {
-        "dialogues": len(dialogues), "passed": len(passed), "quarantined": len(quarantined),
-        "pass_rate": round(len(passed) / len(dialogues), 4) if dialogues else 0.0,
-        "failed_rows_by_expectation": dict(report.failed_expectations),
-    }
-    return passed, quarantined, metrics
+    return frame, report

@@ -1,59 +1,127 @@
+"""Crafted bad dialogues of each kind land in quarantine with the right reason; critical failures stop."""
+
 from pathlib import Path
 
 import pytest
 
-from tasks.contracts import ContractError, check_dialogues, load_suite
+from tasks.config import ValidateParams
+from tasks.contracts import ContractError, ContractRunner, check_dialogues, load_suite
+from tasks.quality import validate_corpus
 from tests.conftest import dialogue
 
-SUITE = Path(__file__).resolve().parents[1] / "expectations" / "dialogues.json"
-GOOD = [("human", "How do I reset my router?"), ("ai", "Unplug it for thirty seconds, then plug it in.")]
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ValidateParams(suite=str(ROOT / "expectations/dialogues.json"),
+                        seeds_suite=str(ROOT / "expectations/seeds.json"), min_pass_rate=0.0)
+GOOD = [("human", "How do I reset my home router when the internet stops working?"),
+        ("ai", "Unplug it for thirty seconds, plug it back in and wait until the lights settle down.")]
 
 
-@pytest.fixture(scope="module")
-def suite():
-    return load_suite(SUITE)
+def seed(seed_id: str, text: str = "How do I reset my router?") -> dict:
+    return {"id": seed_id, "source": "test", "domain": "tech", "text": text, "provenance": {"path": "x"}}
 
 
-@pytest.mark.parametrize(("turns", "reason"), [
-    ([("human", "Hi there")], "n_turns"),
-    ([("ai", "I start"), ("human", "ok then")], "first_role"),
-    ([("human", "Hi there"), ("ai", "Hello"), ("human", "Unanswered")], "last_role"),
-    ([("human", "Hi there"), ("ai", "one"), ("ai", "two")], "roles_alternate"),
-    ([("human", "Hi there"), ("ai", "")], "empty_turns"),
-    ([("human", "Hi there"), ("ai", "Sure.\n[Human] and I answer myself")], "role_tag_leaks"),
-    ([("human", "Hi there"), ("ai", "Sure.\nUser: now I speak for the human")], "role_tag_leaks"),
-    ([("human", "Hi there"), ("narrator", "And then...")], "unknown_roles"),
-    ([("human", "Hi there"), ("ai", "x" * 5000)], "max_turn_chars"),
-])
-def test_each_bad_dialogue_is_quarantined_with_its_reason(suite, turns, reason, tmp_path):
-    bad = dialogue("bad", turns)
-    passed, quarantined, metrics = check_dialogues([dialogue("ok", GOOD), bad], suite, tmp_path / "docs")
-    assert [d["id"] for d in passed] == ["ok"]
-    [record] = quarantined
+def verdict_for(dialogues, params=PARAMS, seeds=None, docs=None):
+    seeds = seeds if seeds is not None else [seed(d["seed_id"]) for d in dialogues]
+    return validate_corpus(dialogues, seeds, params, docs)
+
+
+LOOP = "I can help with that. " * 3
+BAD_CASES = {
+    "n_turns": [("human", "Hi there, anyone?")],
+    "first_role": [("ai", "I start the talk here"), ("human", "ok then, fine")],
+    "last_role": [("human", "Hi there"), ("ai", "Hello to you"), ("human", "Unanswered question")],
+    "roles_alternate": [("human", "Hi there"), ("ai", "one answer"), ("ai", "two answers")],
+    "empty_turns": [("human", "Hi there"), ("ai", "")],
+    "role_tag_leaks": [("human", "Hi there"), ("ai", "Sure thing.\n[Human] and now I answer myself")],
+    "unknown_roles": [("human", "Hi there"), ("narrator", "And then the story went on")],
+    "max_turn_chars": [("human", "Hi there"), ("ai", "word " * 1000)],
+    "distinct_bigram_ratio": [("human", "Tell me about routers."),
+                              ("ai", "Routers route packets. " * 12)],
+    "repeated_lines": [("human", "Tell me about the weather today"), ("ai", "The weather is sunny and warm."),
+                       ("human", "And tomorrow, what do you expect?"), ("ai", "The weather is sunny and warm.")],
+    "language": [("human", "Wie kann ich meinen Router neu starten, wenn das Internet nicht geht?"),
+                 ("ai", "Ziehen Sie den Stecker für dreißig Sekunden und stecken Sie ihn dann wieder ein.")],
+    "refusal_only": [("human", "Tell me how photosynthesis works in plants."),
+                     ("ai", "I'm sorry, but I cannot help with that request.")],
+}
+
+
+@pytest.mark.parametrize("reason", list(BAD_CASES))
+def test_each_bad_dialogue_is_quarantined_with_its_reason(reason, tmp_path):
+    bad = dialogue("bad", BAD_CASES[reason])
+    verdict = verdict_for([dialogue("ok", GOOD), bad], docs=tmp_path / "docs")
+    assert [d["id"] for d in verdict.passed] == ["ok"]
+    [record] = verdict.quarantined
     assert record["id"] == "bad" and record["stage"] == "validate" and record["turns"] == bad["turns"]
-    assert any(f"({reason}" in r for r in record["reasons"]), record["reasons"]
-    assert metrics["quarantined"] == 1 and metrics["passed"] == 1
+    assert any(reason in r for r in record["reasons"]), record["reasons"]
+    assert verdict.metrics["quarantined"] == 1 and verdict.metrics["passed"] == 1
     assert (tmp_path / "docs" / "index.html").exists()
 
 
-def test_reason_counts_are_per_row(suite):
+def test_reason_counts_are_per_row():
     rows = [dialogue(f"b{i}", [("human", "Hi there")]) for i in range(3)] + [dialogue("ok", GOOD)]
-    _, quarantined, metrics = check_dialogues(rows, suite, None)
-    assert len(quarantined) == 3
-    assert metrics["failed_rows_by_expectation"] == {
+    verdict = verdict_for(rows)
+    assert len(verdict.quarantined) == 3
+    assert verdict.metrics["failed_rows_by_expectation"] == {
         "expect_column_values_to_be_between(n_turns, min_value=2, max_value=40)": 3,
         "expect_column_values_to_be_in_set(last_role, value_set=['ai'])": 3}
 
 
-def test_missing_schema_field_is_caught(suite):
+def test_missing_schema_field_is_caught():
     broken = dialogue("x", GOOD)
     del broken["teacher"]
-    _, quarantined, _ = check_dialogues([broken, dialogue("ok", GOOD)], suite, None)
-    assert "teacher_model" in quarantined[0]["reasons"][0]
+    verdict = verdict_for([broken, dialogue("ok", GOOD)])
+    assert "teacher_model" in verdict.quarantined[0]["reasons"][0]
 
 
-def test_critical_failures_stop_with_a_clear_message(suite):
+def test_languages_come_from_params():
+    german = dialogue("de", BAD_CASES["language"])
+    assert verdict_for([german], PARAMS.model_copy(update={"languages": ["en", "de"]})).passed == [german]
+
+
+def test_exact_and_near_duplicates_keep_one_and_point_to_it():
+    near = [("human", GOOD[0][1]), ("ai", GOOD[1][1].replace("thirty", "forty"))]
+    other = [("human", "What is the boiling point of water at sea level in degrees?"),
+             ("ai", "Water boils at one hundred degrees Celsius at sea level, lower on mountains.")]
+    rows = [dialogue("a", GOOD), dialogue("b", GOOD), dialogue("c", near), dialogue("d", other)]
+    verdict = verdict_for(rows, PARAMS.model_copy(update={"near_duplicate_threshold": 0.6}))
+    assert [d["id"] for d in verdict.passed] == ["a", "d"]
+    reasons = {q["id"]: (q["duplicate_of"], q["reasons"][0]) for q in verdict.quarantined}
+    assert reasons["b"] == ("a", "duplicate: exact of a")
+    assert reasons["c"][0] == "a" and reasons["c"][1].startswith("duplicate: near (jaccard")
+    assert verdict.metrics["duplicates"] == 2
+
+
+def test_dialogues_quoting_evaluation_prompts_are_removed_and_reported():
+    from tasks.assets import ASSETS, read_texts
+
+    prompt = read_texts(ASSETS["jailbreakbench"])[0]
+    leaked = dialogue("leak", [("human", f"Please do this: {prompt}"), ("ai", "Here is a long answer to that.")])
+    verdict = verdict_for([dialogue("ok", GOOD), leaked])
+    [record] = verdict.quarantined
+    assert record["reasons"][0].startswith("contaminated: overlaps jailbreakbench prompt")
+    assert verdict.metrics["contaminated"] == 1
+
+
+def test_dialogues_of_seeds_failing_their_contract_are_quarantined():
+    rows = [dialogue("ok", GOOD), dialogue("x", GOOD[:1] + [("ai", "A different fine answer here.")])]
+    seeds = [seed(rows[0]["seed_id"]), {**seed(rows[1]["seed_id"]), "provenance": None}]
+    verdict = verdict_for(rows, seeds=seeds)
+    reason = verdict.quarantined[0]["reasons"][0]
+    assert reason.startswith("seed contract: expect_column_values_to_be_in_set(has_provenance")
+
+
+def test_critical_failures_stop_with_a_clear_message():
+    runner = ContractRunner(None)
+    suite = load_suite(ROOT / "expectations/dialogues.json")
     with pytest.raises(ContractError, match=r"critical data contract failed: expect_table_row_count"):
-        check_dialogues([], suite, None)
+        check_dialogues([], suite, runner, {"languages": ["en"]})
     with pytest.raises(ContractError, match=r"expect_column_values_to_be_unique\(id"):
-        check_dialogues([dialogue("same", GOOD), dialogue("same", GOOD)], suite, None)
+        check_dialogues([dialogue("same", GOOD), dialogue("same", GOOD)], suite, ContractRunner(None),
+                        {"languages": ["en"]})
+
+
+def test_low_pass_rate_is_critical():
+    rows = [dialogue("ok", GOOD)] + [dialogue(f"b{i}", [("human", "Hi there")]) for i in range(3)]
+    with pytest.raises(ContractError, match=r"pass rate 25.0% of 4 dialogues is below validate.min_pass_rate 50%"):
+        verdict_for(rows, PARAMS.model_copy(update={"min_pass_rate": 0.5}))

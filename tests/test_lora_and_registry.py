@@ -8,8 +8,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tasks.config import EvaluateParams, RegisterParams, TrainParams
-from tasks.evaluation import adapter_off, generate_answers, guardrail_behaviour, is_refusal, perplexity
+from tasks.evaluation import adapter_off, generate_answers, guardrail_behaviour, perplexity
 from tasks.lora import TrainingError, load_adapted, save_adapter, train_lora
+from tasks.refusal import is_refusal
 from tasks.registry import CHALLENGER, check_gates, download_by_alias, register_adapter, set_alias
 from tasks.training_data import build_examples
 from tests.conftest import dialogue

@@ -78,6 +78,10 @@ def test_every_artifact_is_written_and_nothing_is_lost(project):
     quality = json.loads((root / "metrics/quality.json").read_text())
     assert quality["quarantined"] == len(validate_q)
     assert (root / "reports/data_docs/index.html").exists()
+    assert "seeds" in (root / "reports/data_docs/index.html").read_text()
+    summary = (root / "reports/quality/summary.md").read_text()
+    assert f"- dialogues checked: {len(dialogues)}" in summary
+    assert (root / "reports/quality/distributions.png").stat().st_size > 0
     assert (root / "models/adapter/adapter_model.safetensors").exists()
     assert (root / "plots/train_loss.csv").read_text().count("\n") == 4  # header + 3 steps
     evaluation = json.loads((root / "metrics/eval.json").read_text())

@@ -1,0 +1,87 @@
+"""The validate stage's checks in order: seed contract, dialogue contract, duplicates, contamination,
+then the batch-level pass rate. Every rejected dialogue keeps every reason it was rejected for."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.config import ValidateParams
+from tasks.contracts import ContractError, ContractRunner, check_dialogues, check_seeds, load_suite
+from tasks.decontamination import build_eval_index, find_contamination
+from tasks.dedup import find_duplicates
+from tasks.quality_report import reason_kind
+
+
+@dataclass
+class CorpusVerdict:
+    passed: list[dict[str, Any]]
+    quarantined: list[dict[str, Any]]
+    features: pd.DataFrame
+    metrics: dict[str, Any]
+
+
+def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]], params: ValidateParams,
+                    docs_dir: Path | None) -> CorpusVerdict:
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = round(now - clock, 2)
+        clock = now
+
+    runner = ContractRunner(docs_dir)
+    reasons: dict[str, list[str]] = {}
+    duplicate_of: dict[str, str] = {}
+
+    bad_seeds = check_seeds(seeds, load_suite(Path(params.seeds_suite)), runner)
+    for d in dialogues:
+        if d.get("seed_id") in bad_seeds:
+            reasons.setdefault(d["id"], []).extend(f"seed contract: {r}" for r in bad_seeds[d["seed_id"]])
+    lap("seed_contract")
+
+    features, report = check_dialogues(dialogues, load_suite(Path(params.suite)), runner,
+                                       {"languages": params.languages})
+    for row_id, failed in report.failures_by_row.items():
+        reasons.setdefault(row_id, []).extend(failed)
+    lap("dialogue_contract")
+
+    # duplicates and contamination are judged among dialogues that met the contracts, in id order, so
+    # the kept copy of a duplicate pair is itself usable and the choice does not depend on file order
+    candidates = sorted((d for d in dialogues if d["id"] not in reasons), key=lambda d: d["id"])
+    for dup, (kept, how) in find_duplicates(candidates, params.near_duplicate_threshold).items():
+        reasons.setdefault(dup, []).append(f"duplicate: {how} of {kept}")
+        duplicate_of[dup] = kept
+    lap("dedup")
+    index = build_eval_index(params.decontamination.sets, params.decontamination.ngram)
+    for row_id, why in find_contamination([d for d in candidates if d["id"] not in reasons], index).items():
+        reasons.setdefault(row_id, []).append(why)
+    lap("decontamination")
+
+    passed = [d for d in dialogues if d["id"] not in reasons]
+    quarantined = [{**d, "stage": "validate", "reasons": reasons[d["id"]],
+                    **({"duplicate_of": duplicate_of[d["id"]]} if d["id"] in duplicate_of else {})}
+                   for d in dialogues if d["id"] in reasons]
+    by_kind = Counter(reason_kind(r) for rs in reasons.values() for r in rs)
+    pass_rate = round(len(passed) / len(dialogues), 4) if dialogues else 0.0
+    metrics: dict[str, Any] = {
+        "dialogues": len(dialogues), "passed": len(passed), "quarantined": len(quarantined),
+        "pass_rate": pass_rate, "seeds_failing_contract": len(bad_seeds),
+        "duplicates": sum(1 for rs in reasons.values() for r in rs if r.startswith("duplicate")),
+        "contaminated": sum(1 for rs in reasons.values() for r in rs if r.startswith("contaminated")),
+        "failed_rows_by_expectation": dict(report.failed_expectations),
+        "quarantined_by_reason": dict(by_kind),
+        "seconds": seconds,
+    }
+    if pass_rate < params.min_pass_rate:
+        raise ContractError(f"critical data contract failed: pass rate {pass_rate:.1%} of {len(dialogues)} "
+                            f"dialogues is below validate.min_pass_rate {params.min_pass_rate:.0%} "
+                            f"(reasons: {dict(by_kind)})")
+    return CorpusVerdict(passed, quarantined, features, metrics)

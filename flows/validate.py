@@ -34,6 +34,7 @@ def validate(params_file: str = "params.yaml") -> dict:
         quality = {**verdict.metrics, "train": len(train), "heldout": len(heldout)}
         write_json(metrics_file("quality"), quality)
         summary = QUALITY_REPORTS / "summary.md"
+        QUALITY_REPORTS.mkdir(parents=True)
         summary.write_text(quality_summary(quality, verdict.quarantined))
         write_distributions(verdict.features, {q["id"] for q in verdict.quarantined},
                             QUALITY_REPORTS / "distributions.png")

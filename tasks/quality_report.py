@@ -36,7 +36,8 @@ def quality_summary(metrics: dict[str, Any], quarantined: list[dict[str, Any]], 
     lines += ["", "## One example of each", ""]
     for kind, example in examples.items():
         turns = example["record"].get("turns") or []
-        shown = "\n".join(f"    [{t.get('role')}] {(t.get('text') or '')[:max_chars]!s}" for t in turns[:6])
+        shown = "\n".join(f"    [{t.get('role')}] " + (t.get("text") or "")[:max_chars].replace("\n", "\n        ")
+                          for t in turns[:6])
         lines += [f"### {kind}", "", f"`{example['reason']}` — dialogue `{example['record']['id']}`", "",
                   shown or "    (no turns)", ""]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ HUMAN, AI = "human", "ai"
 # [Human] / [AI] as the template asks, plus Baize's own [|Human|] / [|AI|] spelling.
 _MARKER = re.compile(r"\[\|?\s*(human|ai)\s*\|?\]\s*:?", re.IGNORECASE)
 # Any role label that must not survive inside a turn's text.
-ROLE_TAG = re.compile(r"\[\|?\s*(human|ai|user|assistant)\s*\|?\]|^\s*(human|user|assistant|ai)\s*:",
+ROLE_TAG = re.compile(r"\[\|?\s*(humans?|ai|user|assistant)\s*\|?\]|^\s*(humans?|user|assistant|ai)\s*:",
                       re.IGNORECASE | re.MULTILINE)
 
 

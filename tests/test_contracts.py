@@ -33,6 +33,7 @@ BAD_CASES = {
     "roles_alternate": [("human", "Hi there"), ("ai", "one answer"), ("ai", "two answers")],
     "empty_turns": [("human", "Hi there"), ("ai", "")],
     "role_tag_leaks": [("human", "Hi there"), ("ai", "Sure thing.\n[Human] and now I answer myself")],
+    "role_tag_leaks ": [("human", "Hi there"), ("ai", "Sure thing.\n[Humans] and now I answer myself")],
     "unknown_roles": [("human", "Hi there"), ("narrator", "And then the story went on")],
     "max_turn_chars": [("human", "Hi there"), ("ai", "word " * 1000)],
     "distinct_bigram_ratio": [("human", "Tell me about routers."),
@@ -53,7 +54,7 @@ def test_each_bad_dialogue_is_quarantined_with_its_reason(reason, tmp_path):
     assert [d["id"] for d in verdict.passed] == ["ok"]
     [record] = verdict.quarantined
     assert record["id"] == "bad" and record["stage"] == "validate" and record["turns"] == bad["turns"]
-    assert any(reason in r for r in record["reasons"]), record["reasons"]
+    assert any(reason.strip() in r for r in record["reasons"]), record["reasons"]
     assert verdict.metrics["quarantined"] == 1 and verdict.metrics["passed"] == 1
     assert (tmp_path / "docs" / "index.html").exists()
 

@@ -27,7 +27,8 @@ def validate(params_file: str = "params.yaml") -> dict:
         shutil.rmtree(DATA_DOCS, ignore_errors=True)
         shutil.rmtree(QUALITY_REPORTS, ignore_errors=True)
         verdict = step(validate_corpus, "data-quality")(dialogues, seeds, params, DATA_DOCS)
-        train, heldout = split_by_seed(verdict.passed, params.heldout_fraction, params.seed)
+        train, heldout = split_by_seed(verdict.passed, params.heldout_fraction, params.seed,
+                                       params.min_heldout_seeds)
         write_jsonl(QUARANTINE_VALIDATE, verdict.quarantined)
         write_jsonl(TRAIN, train)
         write_jsonl(HELDOUT, heldout)

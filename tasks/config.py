@@ -86,6 +86,7 @@ class ValidateParams(_Strict):
     # critical: below this share of dialogues passing every check, the batch is unusable
     min_pass_rate: Fraction = 0.3
     heldout_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    min_heldout_seeds: PositiveInt = 8
     seed: int = 0
 
 

@@ -17,3 +17,15 @@ def test_neither_side_empty_with_two_seeds():
     for fraction in (0.01, 0.99):
         train, heldout = split_by_seed(records, fraction, seed=0)
         assert len(train) == 1 and len(heldout) == 1
+
+
+def test_minimum_heldout_seeds_are_taken_by_rank_and_train_is_never_emptied():
+    records = [dialogue(f"d{i}", [], seed_id=f"s{i}") for i in range(20)]
+    train, heldout = split_by_seed(records, 0.01, seed=3, min_heldout_seeds=6)
+    assert len(heldout) == 6 and len(train) == 14
+    # the minimum only adds seeds: those the fraction already held out stay held out
+    _, by_fraction = split_by_seed(records, 0.2, seed=3)
+    _, with_min = split_by_seed(records, 0.2, seed=3, min_heldout_seeds=6)
+    assert {r["id"] for r in by_fraction} <= {r["id"] for r in with_min}
+    train, heldout = split_by_seed(records[:3], 0.2, seed=3, min_heldout_seeds=8)
+    assert len(train) == 1 and len(heldout) == 2

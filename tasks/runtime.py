@@ -15,6 +15,9 @@ OFFLINE_DEFAULTS = {
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "GX_ANALYTICS_ENABLED": "false",
+    # Prefect's temporary server gets 20 s to start by default; its first start migrates a fresh database,
+    # and on a busy 2-core machine that took longer (seen: a failed stage)
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
 
 

@@ -53,15 +53,16 @@ def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]]
         reasons.setdefault(row_id, []).extend(failed)
     lap("dialogue_contract")
 
-    # duplicates and contamination are judged among dialogues that met the contracts, in id order, so
-    # the kept copy of a duplicate pair is itself usable and the choice does not depend on file order
+    # duplicates are judged among dialogues that met the contracts, in id order, so the kept copy of a
+    # pair is itself usable and the choice does not depend on file order
     candidates = sorted((d for d in dialogues if d["id"] not in reasons), key=lambda d: d["id"])
     for dup, (kept, how) in find_duplicates(candidates, params.near_duplicate_threshold).items():
         reasons.setdefault(dup, []).append(f"duplicate: {how} of {kept}")
         duplicate_of[dup] = kept
     lap("dedup")
     index = build_eval_index(params.decontamination.sets, params.decontamination.ngram)
-    for row_id, why in find_contamination([d for d in candidates if d["id"] not in reasons], index).items():
+    # every dialogue, so the contamination count tells how often the teacher echoed evaluation prompts
+    for row_id, why in find_contamination(dialogues, index).items():
         reasons.setdefault(row_id, []).append(why)
     lap("decontamination")
 

@@ -98,10 +98,13 @@ def test_dialogues_quoting_evaluation_prompts_are_removed_and_reported():
 
     prompt = read_texts(ASSETS["jailbreakbench"])[0]
     leaked = dialogue("leak", [("human", f"Please do this: {prompt}"), ("ai", "Here is a long answer to that.")])
-    verdict = verdict_for([dialogue("ok", GOOD), leaked])
-    [record] = verdict.quarantined
-    assert record["reasons"][0].startswith("contaminated: overlaps jailbreakbench prompt")
-    assert verdict.metrics["contaminated"] == 1
+    leaked_and_short = dialogue("leak2", [("human", prompt)])
+    verdict = verdict_for([dialogue("ok", GOOD), leaked, leaked_and_short])
+    reasons = {q["id"]: q["reasons"] for q in verdict.quarantined}
+    assert reasons["leak"][0].startswith("contaminated: overlaps jailbreakbench prompt")
+    # counted even when the dialogue fails other checks too
+    assert any(r.startswith("contaminated") for r in reasons["leak2"]) and len(reasons["leak2"]) > 1
+    assert verdict.metrics["contaminated"] == 2
 
 
 def test_dialogues_of_seeds_failing_their_contract_are_quarantined():

@@ -13,7 +13,7 @@ from tasks.config import load_params
 from tasks.jsonl import write_json
 from tasks.paths import ADAPTER_DIR, metrics_file
 from tasks.registry import CHALLENGER, CHAMPION, check_gates, register_adapter, set_alias
-from tasks.tracking import dvc_dep_hashes, flatten, git_sha, stage_run
+from tasks.tracking import flatten, lineage_tags, stage_run
 
 
 @flow(name="register", log_prints=True)
@@ -24,8 +24,7 @@ def register(params_file: str = "params.yaml") -> dict:
     with stage_run("register", params):
         gates = check_gates(eval_metrics, params)
         promoted = all(g.passed for g in gates)
-        tags = {"git.sha": git_sha(), "base.model": all_params.base.model,
-                **{f"dvc.{path}": md5 for path, md5 in dvc_dep_hashes("register").items()},
+        tags = {**lineage_tags("register"), "base.model": all_params.base.model,
                 **flatten(all_params.train, "train."),
                 **{f"eval.{k}": str(v) for k, v in eval_metrics.items()},
                 **{f"gate.{g.name}": f"{'pass' if g.passed else 'fail'} ({g.observed:.4g} {g.bound})" for g in gates}}

@@ -29,9 +29,10 @@ def train(params_file: str = "params.yaml") -> dict[str, float]:
         mlflow.log_metric("train_loss", loss, step=step_number)
 
     with stage_run("train", params):
+        tokenizer = load_tokenizer(BASE_DIR)
         examples, emptied = step(build_examples, "tokenize-and-mask")(
-            dialogues, load_tokenizer(BASE_DIR), params.format, params.max_length)
-        model, _, summary = step(train_lora, "lora-train")(BASE_DIR, examples, params, record_loss)
+            dialogues, tokenizer, params.format, params.max_length)
+        model, summary = step(train_lora, "lora-train")(BASE_DIR, tokenizer, examples, params, record_loss)
         shutil.rmtree(ADAPTER_DIR, ignore_errors=True)
         save_adapter(model, ADAPTER_DIR, base_ref=str(BASE_DIR))
         summary["dialogues_emptied_by_truncation"] = float(emptied)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from tasks.errors import SelfchatError
 from tasks.refusal import is_refusal
 from tasks.transcript import AI, HUMAN, ROLE_TAG
 
-log = logging.getLogger(__name__)
 CRITICAL, ROW = "critical", "row"
 
 
@@ -91,11 +89,9 @@ def load_suite(path: Path) -> gx.ExpectationSuite:
 
 @dataclass
 class ContractReport:
-    success: bool
     failures_by_row: dict[str, list[str]] = field(default_factory=dict)
     critical_failures: list[str] = field(default_factory=list)
     failed_expectations: Counter = field(default_factory=Counter)
-    evaluated: int = 0
 
 
 def _describe(config: Any) -> str:
@@ -134,7 +130,7 @@ class ContractRunner:
             name=f"{suite.name}_checkpoint", validation_definitions=[validation], actions=actions,
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]}))
         result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {})
-        report = ContractReport(success=bool(result.success), evaluated=len(frame))
+        report = ContractReport()
         for outcome in next(iter(result.run_results.values())).results:
             if outcome.success:
                 continue

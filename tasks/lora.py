@@ -72,12 +72,11 @@ class _LossLog(TrainerCallback):
             self.on_loss(state.global_step, float(logs["loss"]))
 
 
-def train_lora(base_dir: Path, examples: list[Example], params: TrainParams,
-               on_loss: Callable[[int, float], None]) -> tuple[PeftModel, PreTrainedTokenizerBase, dict[str, float]]:
+def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: list[Example], params: TrainParams,
+               on_loss: Callable[[int, float], None]) -> tuple[PeftModel, dict[str, float]]:
     if not examples:
         raise TrainingError("no training examples: the train split is empty")
     torch.set_num_threads(params.threads)
-    tokenizer = load_tokenizer(base_dir)
     model = lora_model(base_dir, params)
     trainable, total = model.get_nb_trainable_parameters()
     dataset = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
@@ -98,7 +97,7 @@ def train_lora(base_dir: Path, examples: list[Example], params: TrainParams,
     summary = {"train_loss": float(result.training_loss), "train_runtime_s": float(result.metrics["train_runtime"]),
                "trainable_params": float(trainable), "total_params": float(total),
                "examples": float(len(examples)), "trained_tokens_per_epoch": float(trained_tokens)}
-    return model, tokenizer, summary
+    return model, summary
 
 
 def save_adapter(model: PeftModel, out_dir: Path, base_ref: str) -> None:

@@ -62,7 +62,8 @@ def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]]
     lap("dedup")
     index = build_eval_index(params.decontamination.sets, params.decontamination.ngram)
     # every dialogue, so the contamination count tells how often the teacher echoed evaluation prompts
-    for row_id, why in find_contamination(dialogues, index).items():
+    contaminated = find_contamination(dialogues, index)
+    for row_id, why in contaminated.items():
         reasons.setdefault(row_id, []).append(why)
     lap("decontamination")
 
@@ -75,8 +76,7 @@ def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]]
     metrics: dict[str, Any] = {
         "dialogues": len(dialogues), "passed": len(passed), "quarantined": len(quarantined),
         "pass_rate": pass_rate, "seeds_failing_contract": len(bad_seeds),
-        "duplicates": sum(1 for rs in reasons.values() for r in rs if r.startswith("duplicate")),
-        "contaminated": sum(1 for rs in reasons.values() for r in rs if r.startswith("contaminated")),
+        "duplicates": len(duplicate_of), "contaminated": len(contaminated),
         "failed_rows_by_expectation": dict(report.failed_expectations),
         "quarantined_by_reason": dict(by_kind),
         "seconds": seconds,

@@ -53,6 +53,11 @@ def dvc_dep_hashes(stage: str, lock_file: Path = Path("dvc.lock")) -> dict[str, 
     return {dep: known[dep] for dep in deps if dep in known}
 
 
+def lineage_tags(stage: str) -> dict[str, str]:
+    """What a result was made from: the code's commit and DVC's hashes of the stage's data inputs."""
+    return {"git.sha": git_sha(), **{f"dvc.{path}": md5 for path, md5 in dvc_dep_hashes(stage).items()}}
+
+
 def flatten(params: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, str]:
     data = params.model_dump(by_alias=True) if isinstance(params, BaseModel) else params
     flat: dict[str, str] = {}
@@ -88,8 +93,7 @@ def stage_run(stage: str, params: BaseModel) -> Iterator[Run]:
     pipeline_id = os.environ.get(PIPELINE_ENV) or uuid.uuid4().hex[:12]
     parent_id = _parent_run(experiment_id, pipeline_id)
     tags = {"selfchat.stage": stage, "selfchat.pipeline_id": pipeline_id, "selfchat.role": "stage",
-            "git.sha": git_sha(), "mlflow.parentRunId": parent_id}
-    tags.update({f"dvc.{path}": md5 for path, md5 in dvc_dep_hashes(stage).items()})
+            "mlflow.parentRunId": parent_id, **lineage_tags(stage)}
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags) as run:
         mlflow.log_params(flatten(params, f"{stage}."))
         yield run

@@ -29,7 +29,8 @@ PARAMS = TrainParams(max_steps=25, batch_size=3, learning_rate=5e-3, warmup_step
 def trained(tiny_base, tiny_tokenizer, tmp_path_factory):
     examples, _ = build_examples(DIALOGUES, tiny_tokenizer, "baize", 128)
     losses = []
-    model, _, summary = train_lora(tiny_base, examples, PARAMS, lambda step, loss: losses.append((step, loss)))
+    model, summary = train_lora(tiny_base, tiny_tokenizer, examples, PARAMS,
+                                lambda step, loss: losses.append((step, loss)))
     adapter_dir = tmp_path_factory.mktemp("adapter")
     save_adapter(model, adapter_dir, base_ref=str(tiny_base))
     return model, examples, losses, summary, adapter_dir
@@ -64,9 +65,9 @@ def test_perplexity_matches_the_models_own_loss(tiny_base, tiny_tokenizer):
     assert perplexity(model, [example]) == pytest.approx(math.exp(float(loss)), rel=1e-4)
 
 
-def test_kbit_training_on_cpu_is_refused_clearly(tiny_base):
+def test_kbit_training_on_cpu_is_refused_clearly(tiny_base, tiny_tokenizer):
     with pytest.raises(TrainingError, match="needs a CUDA GPU"):
-        train_lora(tiny_base, [object()], PARAMS.model_copy(update={"quantization": "4bit"}), print)
+        train_lora(tiny_base, tiny_tokenizer, [object()], PARAMS.model_copy(update={"quantization": "4bit"}), print)
 
 
 @pytest.mark.parametrize(("answer", "refused"), [

@@ -2,34 +2,72 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import mlflow
 from prefect import flow
 
 from flows.stage import run_stage, step
+from tasks.collector import (
+    Collector,
+    collect_batch,
+    collect_metrics,
+    journal_path,
+    plan_jobs,
+    progress_bar,
+    run_in_batches,
+)
 from tasks.config import load_params
+from tasks.errors import SelfchatError
+from tasks.interchange import import_baize
+from tasks.journal import Journal
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.paths import DIALOGUES, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
-from tasks.selfchat import collect_corpus
 from tasks.teacher import teacher_client, teacher_endpoint
-from tasks.tracking import stage_run
+from tasks.tracking import numeric_metrics, stage_run
+
+
+class BudgetExhausted(SelfchatError):
+    pass
 
 
 @flow(name="collect", log_prints=True)
-def collect(params_file: str = "params.yaml") -> dict[str, float]:
+async def collect(params_file: str = "params.yaml") -> dict:
     params = load_params(Path(params_file)).collect
     seeds = list(read_jsonl(SEEDS))
-    with stage_run("collect", params), teacher_endpoint(params.teacher, LOGS) as base_url:
-        client = teacher_client(params.teacher, base_url)
-        dialogues, quarantined, stats = step(collect_corpus, "self-chat")(client, base_url, seeds, params)
-        write_jsonl(DIALOGUES, dialogues)
-        write_jsonl(QUARANTINE_COLLECT, quarantined)
+    imports = [import_baize(source) for source in params.imports]  # a bad file stops before any output
+    plan = plan_jobs(seeds, params)
+    started = time.monotonic()
+    with stage_run("collect", params), Journal(journal_path(params)) as journal, ExitStack() as teacher:
+        pending = [job for job in plan if job.id not in journal]
+        resumed = len(plan) - len(pending)
+        if resumed:
+            print(f"resuming: {resumed} of {len(plan)} dialogues already in {journal.path}")
+        # no pending work, no teacher: a rerun with the same inputs asks it nothing
+        base_url = teacher.enter_context(teacher_endpoint(params.teacher, LOGS)) if pending else ""
+        collector = Collector(teacher_client(params.teacher, base_url) if pending else None, base_url, params,
+                              journal)
+        with progress_bar(len(plan), resumed) as collector.bar:
+            await run_in_batches(collector, pending, step(collect_batch, "self-chat batch",
+                                                          task_run_name="batch-{number}"))
+        kept, quarantined = collector.results(plan)
+        for imported, rejected in imports:
+            kept, quarantined = kept + imported, quarantined + rejected
+        stats = collect_metrics(collector, plan, resumed, time.monotonic() - started, kept, quarantined)
         write_json(metrics_file("collect"), stats)
-        mlflow.log_metrics(stats)
+        mlflow.log_metrics(numeric_metrics(stats))
+        if collector.budget_reached:
+            raise BudgetExhausted(
+                f"budget reached ({collector.ledger.describe_budget()}) with {stats['pending']} of {len(plan)} "
+                f"dialogues still to collect; raise collect.budget and run again to resume from {journal.path}")
+        write_jsonl(DIALOGUES, kept)
+        write_jsonl(QUARANTINE_COLLECT, quarantined)
         mlflow.log_artifact(str(QUARANTINE_COLLECT))
-    print(f"{stats['dialogues']} dialogues, {stats['quarantined']} quarantined "
-          f"({stats['completion_tokens']} completion tokens in {stats['seconds']} s)")
+    print(f"{stats['dialogues']} dialogues, {stats['quarantined']} quarantined; this run: "
+          f"{stats['requests']} requests, {stats['retries']} retries, {stats['completion_tokens']} completion "
+          f"tokens, ${stats['cost_usd']:.4f} in {stats['seconds']} s")
     return stats
 
 

@@ -13,7 +13,7 @@ from flows.collect import collect
 from flows.evaluate import evaluate
 from flows.register import register
 from flows.seeds import seeds
-from flows.stage import run_stage, step
+from flows.stage import call_flow, run_stage, step
 from flows.train import train
 from flows.validate import validate
 from tasks.tracking import PIPELINE_ENV
@@ -34,7 +34,7 @@ def pipeline(params_file: str = "params.yaml") -> dict[str, str]:
             outcome[name] = "unchanged"
             print(f"stage {name}: unchanged, skipped")
             continue
-        stage_flow(params_file=params_file)
+        call_flow(stage_flow, params_file=params_file)
         step(commit_stage, f"dvc-commit-{name}")(name)
         outcome[name] = "ran"
     return outcome

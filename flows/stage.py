@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import inspect
 import logging
 import sys
 from collections.abc import Callable
@@ -22,6 +24,12 @@ def step(fn: Callable[..., Any], name: str, **options: Any) -> Task:
     return task(fn, name=name, cache_policy=NO_CACHE, **options)
 
 
+def call_flow(flow: Callable[..., Any], **parameters: Any) -> Any:
+    """Call a sync or async flow to completion from synchronous code."""
+    result = flow(**parameters)
+    return asyncio.run(result) if inspect.iscoroutine(result) else result
+
+
 def run_stage(flow: Callable[..., Any]) -> None:
     parser = argparse.ArgumentParser(description=flow.__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -33,7 +41,7 @@ def run_stage(flow: Callable[..., Any]) -> None:
         raise SystemExit(2) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        flow(params_file=args.params)
+        call_flow(flow, params_file=args.params)
     except SelfchatError as exc:  # Prefect has logged the failed run; the user gets the reason
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -56,19 +56,75 @@ class TeacherParams(_Strict):
     model: str = "SmolLM2-135M-Instruct"
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    # attempts after the first for 429/5xx/timeouts/broken replies; then the seed goes to quarantine
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    backoff_initial_s: Annotated[float, Field(gt=0)] = 1.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
     server_threads: PositiveInt = 2
     context_size: Annotated[int, Field(ge=256)] = 2048
 
 
+class RateLimits(_Strict):
+    # null: no limit. Token-per-minute accounting reserves prompt estimate + max_tokens, then settles on usage.
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+
+
+class Price(_Strict):
+    # US dollars per million tokens
+    prompt: Annotated[float, Field(ge=0)]
+    completion: Annotated[float, Field(ge=0)]
+
+
+class Budget(_Strict):
+    # Hard caps for the whole corpus of these settings, earlier interrupted runs included. A request whose
+    # worst case (prompt + max_tokens) could cross a cap is not started; the run stops and resumes later.
+    max_tokens: PositiveInt | None = None
+    max_cost_usd: Annotated[float, Field(gt=0)] | None = None
+
+
+class TurnsParams(_Strict):
+    max_rounds: Annotated[int, Field(ge=1, le=20)] = 3
+    # the user simulator ends the dialogue by answering with this marker alone
+    end_marker: str = Field(default="[END]", min_length=1)
+
+
+class ImportSource(_Strict):
+    # a dialogue file in Baize's released format: a JSON list (or JSON lines) of {"topic", "input"}
+    path: str
+    domain: str = "general"
+    # who wrote the dialogues (Baize's released corpora: gpt-3.5-turbo)
+    teacher: str = "unknown"
+
+
 class CollectParams(_Strict):
     teacher: TeacherParams = TeacherParams()
+    # transcript: one call writes the whole dialogue (Baize v1). turns: a user-simulator call and an
+    # assistant call per round, the assistant answering a real chat history (Baize v2 / UltraChat).
+    mode: Literal["transcript", "turns"] = "transcript"
     template: Literal["baize_v1"] = "baize_v1"
+    turns: TurnsParams = TurnsParams()
     samples_per_seed: PositiveInt = 1
     max_tokens: Annotated[int, Field(ge=16, le=16384)] = 320
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     seed: int = 0
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 4
+    # dialogues per Prefect task: the Prefect UI shows one task run per batch
+    batch_size: PositiveInt = 32
+    rate_limits: RateLimits = RateLimits()
+    budget: Budget = Budget()
+    # per teacher model name; needed when budget.max_cost_usd is set
+    prices: dict[str, Price] = {}
+    imports: list[ImportSource] = []
+
+    @model_validator(mode="after")
+    def _priced_when_budgeted(self) -> CollectParams:
+        if self.budget.max_cost_usd is not None and self.teacher.model not in self.prices:
+            raise ValueError(f"budget.max_cost_usd needs a price for {self.teacher.model!r} in collect.prices")
+        if self.teacher.backoff_initial_s > self.teacher.backoff_max_s:
+            raise ValueError("teacher.backoff_initial_s must not exceed teacher.backoff_max_s")
+        return self
 
 
 class DecontaminationParams(_Strict):

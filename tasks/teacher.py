@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-from openai import OpenAI
+from openai import AsyncOpenAI
 
 from tasks.config import TeacherParams
 from tasks.errors import SelfchatError
@@ -96,10 +96,11 @@ def api_key(params: TeacherParams, base_url: str) -> str:
     return "no-key-needed"
 
 
-def teacher_client(params: TeacherParams, base_url: str) -> OpenAI:
-    # The SDK retries 429/5xx/timeouts with backoff; JSON decode failures it does not retry are ours.
-    return OpenAI(base_url=base_url, api_key=api_key(params, base_url),
-                  timeout=params.timeout_s, max_retries=params.max_retries)
+def teacher_client(params: TeacherParams, base_url: str) -> AsyncOpenAI:
+    # No SDK retries: tasks.retries retries every transient failure itself, so each one is counted, a
+    # Retry-After pauses every request, and the last failure quarantines the seed with its reason.
+    return AsyncOpenAI(base_url=base_url, api_key=api_key(params, base_url), timeout=params.timeout_s,
+                       max_retries=0)
 
 
 @contextmanager

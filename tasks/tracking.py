@@ -70,6 +70,17 @@ def flatten(params: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, s
     return flat
 
 
+def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a (nested) metrics dict, as MLflow metric names ("a.b")."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(numeric_metrics(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _parent_run(experiment_id: str, pipeline_id: str) -> str:
     found = mlflow.search_runs(
         experiment_ids=[experiment_id],

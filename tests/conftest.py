@@ -60,3 +60,13 @@ def dialogue(id_: str, turns: list[tuple[str, str]], seed_id: str | None = None,
     return {"id": id_, "seed_id": seed_id or f"seed-{id_}", "source": "test", "domain": "general",
             "mode": "transcript", "teacher": {"model": "test-teacher", "endpoint": "127.0.0.1"},
             "turns": [{"role": r, "text": t} for r, t in turns], **extra}
+
+
+@pytest.fixture(scope="session")
+def teacher_url(tmp_path_factory: pytest.TempPathFactory):
+    """The real embedded teacher: SmolLM2-135M-Instruct behind llama.cpp's OpenAI-compatible server."""
+    from tasks.teacher import embedded_teacher_gguf, llama_cpp_server
+
+    log = tmp_path_factory.mktemp("teacher") / "server.log"
+    with llama_cpp_server(embedded_teacher_gguf(), "SmolLM2-135M-Instruct", 2, 2048, log) as base_url:
+        yield base_url

@@ -1,0 +1,101 @@
+"""Kill -9 the collect stage mid-run, start it again: nothing lost, nothing duplicated, nothing asked twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fault_proxy import FaultProxy, scheduled
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+POISON = "POISONED-SEED"
+SAMPLES = 2
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def collect_command(project: Path) -> tuple[list[str], dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "DVC_", "SELFCHAT_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    return [sys.executable, "-m", "flows.collect"], env
+
+
+@pytest.fixture
+def project(tmp_path: Path, teacher_url: str):
+    fault_proxy = FaultProxy(upstream=teacher_url.removesuffix("/v1"), delay_s=0.3,
+                             choose=scheduled([], always_failing_marker=POISON.encode()))
+    base_url = fault_proxy.start()
+    texts = ["How do I boil an egg?", "What is a fever?", "How do I reset my router?", "Why is the sky blue?",
+             "What is a prime number?", "How do plants drink water?", "What does a CPU do?",
+             f"{POISON} what is a river?"]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/seeds.jsonl").write_text("".join(
+        json.dumps({"id": f"seed{i}", "source": "test", "domain": "general", "text": t}) + "\n"
+        for i, t in enumerate(texts)))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["collect"].update(max_tokens=32, concurrency=2, batch_size=4, samples_per_seed=SAMPLES)
+    params["collect"]["teacher"].update(base_url=base_url, max_retries=1, backoff_initial_s=0.05,
+                                        backoff_max_s=0.1, timeout_s=60)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    yield tmp_path, fault_proxy, len(texts) * SAMPLES
+    fault_proxy.stop()
+
+
+def test_killed_collection_resumes_without_loss_or_duplicates(project):
+    root, fault_proxy, planned = project
+    command, env = collect_command(root)
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 300
+    journal: Path | None = None
+    while time.monotonic() < deadline and process.poll() is None:
+        journal = next((root / "data/collect").glob("journal-*.jsonl"), None) if (root / "data/collect").exists() \
+            else None
+        if journal and len(journal.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "collection finished (or failed) before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert journal is not None
+    with journal.open("a") as handle:  # as if the kill had landed in the middle of writing a line
+        handle.write('{"status": "ok", "record": {"id": "torn')
+    done_before = len(journal.read_text().splitlines()) - 1
+    assert done_before < planned
+    assert not (root / "data/dialogues.jsonl").exists(), "outputs are written only by a finished run"
+    requests_before = len(fault_proxy.seen)
+
+    rerun = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    dialogues, quarantined = lines(root / "data/dialogues.jsonl"), lines(root / "data/quarantine/collect.jsonl")
+    ids = [r["id"] for r in dialogues + quarantined]
+    assert len(ids) == len(set(ids)) == planned, "every (seed, sample) exactly once"
+    assert [json.loads(line)["record"]["id"] for line in journal.read_text().splitlines()].__len__() == planned
+    poisoned = [q for q in quarantined if q["topic"].startswith(POISON)]
+    assert len(poisoned) == SAMPLES
+    assert all(q["reason"].startswith("teacher error after 2 attempt(s): InternalServerError") for q in poisoned)
+    assert all(q["reason"] for q in quarantined)
+    metrics = json.loads((root / "metrics/collect.json").read_text())
+    assert metrics["resumed"] == done_before and metrics["collected_now"] == planned - done_before
+    assert metrics["quarantine_reasons"]["teacher_error_InternalServerError"] == SAMPLES
+    # the second run asked only for what was missing (poisoned seeds: 2 attempts each)
+    asked = [s for s in fault_proxy.seen[requests_before:] if s.path.endswith("/chat/completions")]
+    assert len(asked) == metrics["requests"] == metrics["collected_now"] + metrics["retries"]
+
+    seen = len(fault_proxy.seen)
+    again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(fault_proxy.seen) == seen, "a rerun with the same inputs asks the teacher nothing"
+    assert lines(root / "data/dialogues.jsonl") == dialogues

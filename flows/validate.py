@@ -10,8 +10,19 @@ from prefect import flow
 
 from flows.stage import run_stage, step
 from tasks.config import load_params
+from tasks.interchange import export_baize
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.paths import DATA_DOCS, DIALOGUES, HELDOUT, QUALITY_REPORTS, QUARANTINE_VALIDATE, SEEDS, TRAIN, metrics_file
+from tasks.paths import (
+    BAIZE_EXPORT,
+    DATA_DOCS,
+    DIALOGUES,
+    HELDOUT,
+    QUALITY_REPORTS,
+    QUARANTINE_VALIDATE,
+    SEEDS,
+    TRAIN,
+    metrics_file,
+)
 from tasks.plots import write_distributions
 from tasks.quality import validate_corpus
 from tasks.quality_report import quality_summary
@@ -32,6 +43,7 @@ def validate(params_file: str = "params.yaml") -> dict:
         write_jsonl(QUARANTINE_VALIDATE, verdict.quarantined)
         write_jsonl(TRAIN, train)
         write_jsonl(HELDOUT, heldout)
+        write_json(BAIZE_EXPORT, export_baize(train + heldout))  # the checked corpus in Baize's released format
         quality = {**verdict.metrics, "train": len(train), "heldout": len(heldout)}
         write_json(metrics_file("quality"), quality)
         summary = QUALITY_REPORTS / "summary.md"

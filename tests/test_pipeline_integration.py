@@ -78,6 +78,8 @@ def test_every_artifact_is_written_and_nothing_is_lost(project):
     quality = json.loads((root / "metrics/quality.json").read_text())
     assert quality["quarantined"] == len(validate_q)
     assert (root / "reports/data_docs/index.html").exists()
+    exported = json.loads((root / "data/export/baize_format.json").read_text())
+    assert len(exported) == len(train) + len(heldout) and all(set(e) == {"topic", "input"} for e in exported)
     assert "seeds" in (root / "reports/data_docs/index.html").read_text()
     summary = (root / "reports/quality/summary.md").read_text()
     assert f"- dialogues checked: {len(dialogues)}" in summary

@@ -36,21 +36,23 @@ def request_kwargs(params: CollectParams, text: str) -> dict:
 
 
 async def plain_client(base_url: str, params: CollectParams, texts: list[str], concurrency: int) -> None:
-    client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=params.teacher.timeout_s)
-    slots = asyncio.Semaphore(concurrency)
+    async with AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0,
+                           timeout=params.teacher.timeout_s) as client:
+        slots = asyncio.Semaphore(concurrency)
 
-    async def one(text: str) -> None:
-        async with slots:
-            await client.chat.completions.create(**request_kwargs(params, text))
+        async def one(text: str) -> None:
+            async with slots:
+                await client.chat.completions.create(**request_kwargs(params, text))
 
-    await asyncio.gather(*(one(text) for text in texts))
+        await asyncio.gather(*(one(text) for text in texts))
 
 
 async def collector(base_url: str, params: CollectParams, texts: list[str]) -> None:
     seeds = [{"id": f"bench{i}", "source": "bench", "domain": "general", "text": t} for i, t in enumerate(texts)]
     with tempfile.TemporaryDirectory() as folder, Journal(Path(folder) / "journal.jsonl") as journal:
-        runner = Collector(teacher_client(params.teacher, base_url), base_url, params, journal)
-        await run_in_batches(runner, runner.pending(plan_jobs(seeds, params)), collect_batch)
+        async with teacher_client(params.teacher, base_url) as client:
+            runner = Collector(client, base_url, params, journal)
+            await run_in_batches(runner, runner.pending(plan_jobs(seeds, params)), collect_batch)
 
 
 def dialogues_per_minute(run: Callable[[], Awaitable[None]], count: int) -> float:

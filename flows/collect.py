@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import mlflow
@@ -40,18 +40,19 @@ async def collect(params_file: str = "params.yaml") -> dict:
     imports = [import_baize(source) for source in params.imports]  # a bad file stops before any output
     plan = plan_jobs(seeds, params)
     started = time.monotonic()
-    with stage_run("collect", params), Journal(journal_path(params)) as journal, ExitStack() as teacher:
+    with stage_run("collect", params), Journal(journal_path(params)) as journal:
         pending = [job for job in plan if job.id not in journal]
         resumed = len(plan) - len(pending)
         if resumed:
             print(f"resuming: {resumed} of {len(plan)} dialogues already in {journal.path}")
-        # no pending work, no teacher: a rerun with the same inputs asks it nothing
-        base_url = teacher.enter_context(teacher_endpoint(params.teacher, LOGS)) if pending else ""
-        collector = Collector(teacher_client(params.teacher, base_url) if pending else None, base_url, params,
-                              journal)
-        with progress_bar(len(plan), resumed) as collector.bar:
-            await run_in_batches(collector, pending, step(collect_batch, "self-chat batch",
-                                                          task_run_name="batch-{number}"))
+        async with AsyncExitStack() as teacher:
+            # no pending work, no teacher: a rerun with the same inputs asks it nothing
+            base_url = teacher.enter_context(teacher_endpoint(params.teacher, LOGS)) if pending else ""
+            client = await teacher.enter_async_context(teacher_client(params.teacher, base_url)) if pending else None
+            collector = Collector(client, base_url, params, journal)
+            with progress_bar(len(plan), resumed) as collector.bar:
+                await run_in_batches(collector, pending, step(collect_batch, "self-chat batch",
+                                                              task_run_name="batch-{number}"))
         kept, quarantined = collector.results(plan)
         for imported, rejected in imports:
             kept, quarantined = kept + imported, quarantined + rejected

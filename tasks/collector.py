@@ -64,7 +64,7 @@ def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
 
 
 class Collector:
-    def __init__(self, client: AsyncOpenAI, base_url: str, params: CollectParams, journal: Journal,
+    def __init__(self, client: AsyncOpenAI | None, base_url: str, params: CollectParams, journal: Journal,
                  limiter: RateLimiter | None = None) -> None:
         self.client = client
         self.endpoint = urlparse(base_url).hostname

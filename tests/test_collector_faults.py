@@ -33,9 +33,9 @@ def params(**overrides) -> CollectParams:
 def run_collector(base_url: str, config: CollectParams, seed_list: list[dict], journal_file: Path) -> Collector:
     async def go() -> Collector:
         with Journal(journal_file) as journal:
-            collector = Collector(teacher_client(config.teacher, base_url), base_url, config, journal)
-            plan = plan_jobs(seed_list, config)
-            await run_in_batches(collector, collector.pending(plan), collect_batch)
+            async with teacher_client(config.teacher, base_url) as client:
+                collector = Collector(client, base_url, config, journal)
+                await run_in_batches(collector, collector.pending(plan_jobs(seed_list, config)), collect_batch)
             return collector
 
     return asyncio.run(go())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from tasks.config import CollectParams
 from tasks.journal import Journal
 from tasks.ledger import Ledger
 from tasks.rate_limit import RateLimiter
-from tasks.retries import FatalTeacherError, call_with_retries
+from tasks.retries import FatalTeacherError, call_with_retries, redact
 from tasks.selfchat import TEMPLATE_VERSION as TRANSCRIPT_TEMPLATE
 from tasks.selfchat import Rejected, Reply, dialogue_id, transcript_dialogue
 from tasks.turn_by_turn import TEMPLATE_VERSION as TURNS_TEMPLATE
@@ -153,7 +154,8 @@ class Collector:
         except (BudgetReached, FatalTeacherError):
             raise
         except Exception as exc:  # the last attempt's error after retries, or one not worth retrying
-            reason = f"teacher error after {usage['attempts']} attempt(s): {type(exc).__name__}: {exc}"
+            message = redact(str(exc), os.environ.get(self.params.teacher.api_key_env))
+            reason = f"teacher error after {usage['attempts']} attempt(s): {type(exc).__name__}: {message}"
             status, record = "quarantine", {**record, "stage": "collect", "reason": reason[:500]}
         record["usage"] = usage
         record["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")

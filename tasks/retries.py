@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email.utils
+import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -26,6 +28,16 @@ RETRY_AFTER_CAP_S = 600.0
 
 class FatalTeacherError(SelfchatError):
     """Every further request would fail the same way (bad key, no such model): stop, don't quarantine all."""
+
+
+_KEY_LIKE = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Error text as it may be shown or stored: providers echo (masked) keys in 401 messages."""
+    if secret and len(secret) >= 8:
+        text = text.replace(secret, "***")
+    return _KEY_LIKE.sub("***", text)
 
 
 def is_fatal(exc: BaseException) -> bool:
@@ -90,7 +102,8 @@ async def call_with_retries(call: Callable[[], Awaitable[T]], params: TeacherPar
         return await retrying(call)
     except Exception as exc:
         if is_fatal(exc):
-            raise FatalTeacherError(f"teacher refused the request ({type(exc).__name__}): {exc}") from None
+            message = redact(str(exc), os.environ.get(params.api_key_env))
+            raise FatalTeacherError(f"teacher refused the request ({type(exc).__name__}): {message}") from None
         if not is_retryable(exc):
             on_failure(exc, None)  # tenacity's `after` only runs before a retry
         raise

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 
 PASS, RATE_LIMITED, SERVER_ERROR, SLOW, TRUNCATED, MALFORMED = "pass", "429", "500", "slow", "truncated", "malformed"
+UNAUTHORIZED = "401"
 
 
 @dataclass
@@ -97,6 +98,9 @@ class FaultProxy:
         if fault == RATE_LIMITED:
             return self._send(writer, 429, b'{"error": {"message": "rate limited by the fault proxy"}}',
                               {"Retry-After": f"{self.retry_after_s:g}"})
+        if fault == UNAUTHORIZED:  # worded like OpenAI's, which echoes a masked key
+            body = b'{"error": {"message": "Incorrect API key provided: sk-proj-abc1****wxyz"}}'
+            return self._send(writer, 401, body)
         if fault == SERVER_ERROR:
             return self._send(writer, 500, b'{"error": {"message": "injected server error"}}')
         if fault == MALFORMED:

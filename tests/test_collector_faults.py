@@ -11,9 +11,19 @@ import pytest
 from tasks.collector import Collector, collect_batch, plan_jobs, run_in_batches
 from tasks.config import CollectParams
 from tasks.journal import Journal
+from tasks.retries import FatalTeacherError
 from tasks.teacher import teacher_client
 from tasks.transcript import ROLE_TAG
-from tests.fault_proxy import MALFORMED, RATE_LIMITED, SERVER_ERROR, SLOW, TRUNCATED, FaultProxy, scheduled
+from tests.fault_proxy import (
+    MALFORMED,
+    RATE_LIMITED,
+    SERVER_ERROR,
+    SLOW,
+    TRUNCATED,
+    UNAUTHORIZED,
+    FaultProxy,
+    scheduled,
+)
 
 pytestmark = pytest.mark.integration
 POISON = "POISONED-SEED"
@@ -87,6 +97,16 @@ def test_unrecoverable_rate_limit_quarantines_after_the_last_attempt(proxy, tmp_
     collector = run_collector(base_url, config, seeds(["What is a fever?"]), tmp_path / "journal.jsonl")
     _, quarantined = collector.results(plan_jobs(seeds(["What is a fever?"]), config))
     assert quarantined[0]["reason"].startswith("teacher error after 3 attempt(s): RateLimitError")
+
+
+def test_a_rejected_key_stops_the_run_with_the_key_redacted(proxy, tmp_path):
+    fault_proxy, base_url = proxy(choose=lambda number, body: UNAUTHORIZED)
+    seed_list = seeds(["What is a fever?", "Why is ice cold?", "How do I boil an egg?"])
+    with pytest.raises(FatalTeacherError, match="AuthenticationError") as stopped:
+        run_collector(base_url, params(concurrency=1), seed_list, tmp_path / "journal.jsonl")
+    assert "sk-" not in str(stopped.value) and "***" in str(stopped.value)
+    assert len(fault_proxy.seen) == 1, "stops at the first refusal instead of trying every seed"
+    assert not (tmp_path / "journal.jsonl").read_text(), "nothing quarantined for a fault of the set-up"
 
 
 def test_turns_mode_alternates_roles_with_the_real_teacher(teacher_url, tmp_path):

@@ -23,15 +23,15 @@ from pathlib import Path
 from openai import AsyncOpenAI
 
 from tasks.assets import ASSETS, read_texts
-from tasks.collector import Collector, collect_batch, plan_jobs, run_in_batches
+from tasks.collect.collector import Collector, collect_batch, plan_jobs, run_in_batches
+from tasks.collect.journal import Journal
+from tasks.collect.teacher import embedded_teacher_gguf, llama_cpp_server, teacher_client
+from tasks.collect.transcript_mode import baize_v1_messages
 from tasks.config import CollectParams
-from tasks.journal import Journal
-from tasks.selfchat import template_messages
-from tasks.teacher import embedded_teacher_gguf, llama_cpp_server, teacher_client
 
 
 def request_kwargs(params: CollectParams, text: str) -> dict:
-    return {"model": params.teacher.model, "messages": template_messages(text), "max_tokens": params.max_tokens,
+    return {"model": params.teacher.model, "messages": baize_v1_messages(text), "max_tokens": params.max_tokens,
             "temperature": params.temperature, "top_p": params.top_p, "seed": params.seed}
 
 

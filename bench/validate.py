@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tasks.assets import ASSETS, read_texts
 from tasks.config import ValidateParams
-from tasks.contracts import detect_language, dialogue_features
-from tasks.quality import validate_corpus
+from tasks.validate.contracts import detect_language, dialogue_features
+from tasks.validate.quality import validate_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 60.0

@@ -8,7 +8,7 @@ import mlflow
 from prefect import flow
 
 from flows.stage import run_stage, step
-from tasks.base_model import load_base, save_base
+from tasks.base.convert import load_base, save_base
 from tasks.config import load_params
 from tasks.jsonl import write_json
 from tasks.paths import BASE_DIR, metrics_file

@@ -10,22 +10,25 @@ import mlflow
 from prefect import flow
 
 from flows.stage import run_stage, step
-from tasks.collector import (
+from tasks.collect.collector import (
     Collector,
+    check_enough_kept,
     collect_batch,
     collect_metrics,
     journal_path,
+    pending_jobs,
     plan_jobs,
     progress_bar,
+    retried_after_outage,
     run_in_batches,
 )
+from tasks.collect.imports import import_baize
+from tasks.collect.journal import Journal
+from tasks.collect.teacher import teacher_client, teacher_endpoint
 from tasks.config import load_params
 from tasks.errors import SelfchatError
-from tasks.interchange import import_baize
-from tasks.journal import Journal
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.paths import DIALOGUES, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
-from tasks.teacher import teacher_client, teacher_endpoint
+from tasks.paths import DIALOGUES, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file, require
 from tasks.tracking import numeric_metrics, stage_run
 
 
@@ -36,15 +39,20 @@ class BudgetExhausted(SelfchatError):
 @flow(name="collect", log_prints=True)
 async def collect(params_file: str = "params.yaml") -> dict:
     params = load_params(Path(params_file)).collect
+    require(SEEDS)
     seeds = list(read_jsonl(SEEDS))
     imports = [import_baize(source) for source in params.imports]  # a bad file stops before any output
     plan = plan_jobs(seeds, params)
     started = time.monotonic()
-    with stage_run("collect", params), Journal(journal_path(params)) as journal:
-        pending = [job for job in plan if job.id not in journal]
-        resumed = len(plan) - len(pending)
+    with Journal(journal_path(params)) as journal, stage_run("collect", params):
+        for repair in journal.repairs:
+            print(f"warning: {repair}")
+        pending = pending_jobs(journal, plan)
+        resumed, retried = len(plan) - len(pending), retried_after_outage(journal, plan)
         if resumed:
             print(f"resuming: {resumed} of {len(plan)} dialogues already in {journal.path}")
+        if retried:
+            print(f"asking again: {retried} dialogues quarantined by a transient teacher failure last time")
         async with AsyncExitStack() as teacher:
             # no pending work, no teacher: a rerun with the same inputs asks it nothing
             base_url = teacher.enter_context(teacher_endpoint(params.teacher, LOGS)) if pending else ""
@@ -56,7 +64,7 @@ async def collect(params_file: str = "params.yaml") -> dict:
         kept, quarantined = collector.results(plan)
         for imported, rejected in imports:
             kept, quarantined = kept + imported, quarantined + rejected
-        stats = collect_metrics(collector, plan, resumed, time.monotonic() - started, kept, quarantined)
+        stats = collect_metrics(collector, plan, resumed, retried, time.monotonic() - started, kept, quarantined)
         write_json(metrics_file("collect"), stats)
         mlflow.log_metrics(numeric_metrics(stats))
         if collector.budget_reached:
@@ -66,6 +74,7 @@ async def collect(params_file: str = "params.yaml") -> dict:
         write_jsonl(DIALOGUES, kept)
         write_jsonl(QUARANTINE_COLLECT, quarantined)
         mlflow.log_artifact(str(QUARANTINE_COLLECT))
+        check_enough_kept(len(kept), len(plan), params.min_kept_fraction)
     print(f"{stats['dialogues']} dialogues, {stats['quarantined']} quarantined; this run: "
           f"{stats['requests']} requests, {stats['retries']} retries, {stats['completion_tokens']} completion "
           f"tokens, ${stats['cost_usd']:.4f} in {stats['seconds']} s")

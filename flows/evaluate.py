@@ -10,22 +10,24 @@ from prefect import flow
 
 from flows.stage import run_stage, step
 from tasks.config import load_params
-from tasks.evaluation import adapter_off, guardrail_behaviour, perplexity
+from tasks.evaluate.guardrails import guardrail_behaviour
+from tasks.evaluate.perplexity import adapter_off, perplexity
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.lora import load_adapted, load_tokenizer
-from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_REPORTS, HELDOUT, metrics_file
+from tasks.masking import build_examples
+from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_REPORTS, HELDOUT, metrics_file, require
+from tasks.student import load_adapted, load_tokenizer
 from tasks.tracking import stage_run
-from tasks.training_data import build_examples
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate(params_file: str = "params.yaml") -> dict[str, float]:
     all_params = load_params(Path(params_file))
     params = all_params.evaluate
+    require(BASE_DIR, ADAPTER_DIR, HELDOUT)
     heldout = list(read_jsonl(HELDOUT))[: params.heldout_limit]
     with stage_run("evaluate", params):
         tokenizer = load_tokenizer(BASE_DIR)
-        model = load_adapted(BASE_DIR, ADAPTER_DIR)
+        model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype)
         examples, _ = build_examples(heldout, tokenizer, all_params.train.format, all_params.train.max_length)
         with adapter_off(model):
             base_ppl = step(perplexity, "perplexity-base")(model, examples)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 from prefect import flow
 
@@ -13,7 +14,7 @@ from flows.collect import collect
 from flows.evaluate import evaluate
 from flows.register import register
 from flows.seeds import seeds
-from flows.stage import call_flow, run_stage, step
+from flows.stage import call_flow, fail, parse_command_line, run_stage, step
 from flows.train import train
 from flows.validate import validate
 from tasks.tracking import PIPELINE_ENV
@@ -41,4 +42,10 @@ def pipeline(params_file: str = "params.yaml") -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    run_stage(pipeline)
+    arguments = parse_command_line(pipeline)
+    if Path(arguments.params).resolve() != Path("params.yaml").resolve():
+        # DVC decides what reruns and records params from params.yaml only: another file would leave a
+        # dvc.lock that names params the outputs were not made from
+        fail(f"flows.pipeline runs on params.yaml only (DVC records it in dvc.lock); copy {arguments.params} "
+             "to params.yaml, or run one stage with `python -m flows.<stage> --params FILE`", 2)
+    run_stage(pipeline, arguments)

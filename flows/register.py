@@ -11,8 +11,8 @@ from prefect import flow
 from flows.stage import run_stage
 from tasks.config import load_params
 from tasks.jsonl import write_json
-from tasks.paths import ADAPTER_DIR, metrics_file
-from tasks.registry import CHALLENGER, CHAMPION, check_gates, register_adapter, set_alias
+from tasks.paths import ADAPTER_DIR, metrics_file, require
+from tasks.register.registry import CHALLENGER, CHAMPION, check_gates, register_adapter, set_alias
 from tasks.tracking import flatten, lineage_tags, stage_run
 
 
@@ -20,6 +20,7 @@ from tasks.tracking import flatten, lineage_tags, stage_run
 def register(params_file: str = "params.yaml") -> dict:
     all_params = load_params(Path(params_file))
     params = all_params.register_
+    require(ADAPTER_DIR, metrics_file("eval"))
     eval_metrics = json.loads(metrics_file("eval").read_text())
     with stage_run("register", params):
         gates = check_gates(eval_metrics, params)

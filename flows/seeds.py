@@ -11,7 +11,7 @@ from flows.stage import run_stage, step
 from tasks.config import load_params
 from tasks.jsonl import write_json, write_jsonl
 from tasks.paths import SEEDS, metrics_file
-from tasks.seeds import ingest_seeds
+from tasks.seeds.ingest import ingest_seeds
 from tasks.tracking import stage_run
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.config import ConfigError, load_params
 from tasks.errors import SelfchatError
+from tasks.prefect_server import ensure_server
 
 
 def step(fn: Callable[..., Any], name: str, **options: Any) -> Task:
@@ -30,18 +32,31 @@ def call_flow(flow: Callable[..., Any], **parameters: Any) -> Any:
     return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
-def run_stage(flow: Callable[..., Any]) -> None:
+def parse_command_line(flow: Callable[..., Any]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=flow.__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args()
     try:
         load_params(Path(args.params))  # fail fast, before Prefect, MLflow or any output is touched
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(exc), 2)
+    return args
+
+
+def fail(message: str, code: int = 1) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code) from None
+
+
+def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None) -> None:
+    """`python -m flows.<stage>`: check the params, then run the flow reporting to the project's Prefect
+    server (started once, shared by every stage; see tasks/prefect_server.py)."""
+    args = args or parse_command_line(flow)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        call_flow(flow, params_file=args.params)
+        with temporary_settings(updates={PREFECT_API_URL: ensure_server()}):
+            call_flow(flow, params_file=args.params)
     except SelfchatError as exc:  # Prefect has logged the failed run; the user gets the reason
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; run the stage again to resume (finished work is kept)", 130)

@@ -11,16 +11,19 @@ from prefect import flow
 from flows.stage import run_stage, step
 from tasks.config import load_params
 from tasks.jsonl import read_jsonl, write_json
-from tasks.lora import load_tokenizer, save_adapter, train_lora
-from tasks.paths import ADAPTER_DIR, BASE_DIR, PLOTS, TRAIN, metrics_file
-from tasks.plots import write_loss_curve
+from tasks.masking import build_examples
+from tasks.paths import ADAPTER_DIR, BASE_DIR, PLOTS, TRAIN, metrics_file, require
+from tasks.student import load_tokenizer, save_adapter
 from tasks.tracking import stage_run
-from tasks.training_data import build_examples
+from tasks.train.lora import train_lora
+from tasks.train.plots import write_loss_curve
 
 
 @flow(name="train", log_prints=True)
 def train(params_file: str = "params.yaml") -> dict[str, float]:
-    params = load_params(Path(params_file)).train
+    all_params = load_params(Path(params_file))
+    params = all_params.train
+    require(BASE_DIR, TRAIN)
     dialogues = list(read_jsonl(TRAIN))
     losses: list[tuple[int, float]] = []
 
@@ -32,7 +35,8 @@ def train(params_file: str = "params.yaml") -> dict[str, float]:
         tokenizer = load_tokenizer(BASE_DIR)
         examples, emptied = step(build_examples, "tokenize-and-mask")(
             dialogues, tokenizer, params.format, params.max_length)
-        model, summary = step(train_lora, "lora-train")(BASE_DIR, tokenizer, examples, params, record_loss)
+        model, summary = step(train_lora, "lora-train")(BASE_DIR, tokenizer, examples, params, record_loss,
+                                                         all_params.base.dtype)
         shutil.rmtree(ADAPTER_DIR, ignore_errors=True)
         save_adapter(model, ADAPTER_DIR, base_ref=str(BASE_DIR))
         summary["dialogues_emptied_by_truncation"] = float(emptied)

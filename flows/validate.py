@@ -10,7 +10,6 @@ from prefect import flow
 
 from flows.stage import run_stage, step
 from tasks.config import load_params
-from tasks.interchange import export_baize
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.paths import (
     BAIZE_EXPORT,
@@ -22,24 +21,30 @@ from tasks.paths import (
     SEEDS,
     TRAIN,
     metrics_file,
+    require,
 )
-from tasks.plots import write_distributions
-from tasks.quality import validate_corpus
-from tasks.quality_report import quality_summary
-from tasks.splits import split_by_seed
 from tasks.tracking import stage_run
+from tasks.validate.dedup import near_duplicate_groups
+from tasks.validate.export import export_baize
+from tasks.validate.quality import validate_corpus
+from tasks.validate.report import quality_summary, write_distributions
+from tasks.validate.splits import split_by_seed
 
 
 @flow(name="validate", log_prints=True)
 def validate(params_file: str = "params.yaml") -> dict:
     params = load_params(Path(params_file)).validate_
+    require(SEEDS, DIALOGUES)
     dialogues, seeds = list(read_jsonl(DIALOGUES)), list(read_jsonl(SEEDS))
     with stage_run("validate", params):
         shutil.rmtree(DATA_DOCS, ignore_errors=True)
         shutil.rmtree(QUALITY_REPORTS, ignore_errors=True)
         verdict = step(validate_corpus, "data-quality")(dialogues, seeds, params, DATA_DOCS)
+        # the same question from two sources must not sit on both sides of the split
+        groups = near_duplicate_groups({d["seed_id"]: d.get("topic") or "" for d in dialogues},
+                                       params.seed_near_duplicate_threshold)
         train, heldout = split_by_seed(verdict.passed, params.heldout_fraction, params.seed,
-                                       params.min_heldout_seeds)
+                                       params.min_heldout_seeds, groups)
         write_jsonl(QUARANTINE_VALIDATE, verdict.quarantined)
         write_jsonl(TRAIN, train)
         write_jsonl(HELDOUT, heldout)

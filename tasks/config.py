@@ -60,6 +60,9 @@ class TeacherParams(_Strict):
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
     backoff_initial_s: Annotated[float, Field(gt=0)] = 1.0
     backoff_max_s: Annotated[float, Field(gt=0)] = 60.0
+    # the circuit breaker: this many requests in a row that cannot reach the teacher (connection failures,
+    # 5xx) stop the stage with one line instead of quarantining every seed
+    max_consecutive_failures: Annotated[int, Field(ge=1)] = 8
     server_threads: PositiveInt = 2
     context_size: Annotated[int, Field(ge=256)] = 2048
 
@@ -100,8 +103,9 @@ class ImportSource(_Strict):
 class CollectParams(_Strict):
     teacher: TeacherParams = TeacherParams()
     # transcript: one call writes the whole dialogue (Baize v1). turns: a user-simulator call and an
-    # assistant call per round, the assistant answering a real chat history (Baize v2 / UltraChat).
+    # assistant call per round, the assistant answering a real chat history (UltraChat-style).
     mode: Literal["transcript", "turns"] = "transcript"
+    # the transcript-mode prompt template (tasks/collect/transcript_mode.py TEMPLATES)
     template: Literal["baize_v1"] = "baize_v1"
     turns: TurnsParams = TurnsParams()
     samples_per_seed: PositiveInt = 1
@@ -109,7 +113,7 @@ class CollectParams(_Strict):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.7
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     seed: int = 0
-    concurrency: Annotated[int, Field(ge=1, le=1024)] = 4
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
     # dialogues per Prefect task: the Prefect UI shows one task run per batch
     batch_size: PositiveInt = 32
     rate_limits: RateLimits = RateLimits()
@@ -117,6 +121,8 @@ class CollectParams(_Strict):
     # per teacher model name; needed when budget.max_cost_usd is set
     prices: dict[str, Price] = {}
     imports: list[ImportSource] = []
+    # fewer kept dialogues than this share of the plan fail the stage (an outage, a broken template)
+    min_kept_fraction: Fraction = 0.25
 
     @model_validator(mode="after")
     def _priced_when_budgeted(self) -> CollectParams:
@@ -138,6 +144,8 @@ class ValidateParams(_Strict):
     seeds_suite: str = "expectations/seeds.json"
     languages: list[str] = Field(default=["en"], min_length=1)  # ISO 639-1 codes (py3langid)
     near_duplicate_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.8
+    # seed questions whose word sets overlap this much (Jaccard) are one question for the train/held-out split
+    seed_near_duplicate_threshold: Annotated[float, Field(ge=0.3, le=1.0)] = 0.7
     decontamination: DecontaminationParams = DecontaminationParams()
     # critical: below this share of dialogues passing every check, the batch is unusable
     min_pass_rate: Fraction = 0.3
@@ -158,7 +166,7 @@ class TrainParams(_Strict):
     lora: LoraParams = LoraParams()
     format: Literal["baize", "chat_template"] = "baize"
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
-    max_steps: PositiveInt = 30
+    max_steps: PositiveInt = 60
     batch_size: PositiveInt = 2
     grad_accum: PositiveInt = 1
     max_length: Annotated[int, Field(ge=32)] = 384
@@ -193,8 +201,8 @@ class RegisterParams(_Strict):
     model_name: str = Field(default="selfchat-adapter", min_length=1)
     # champion moves only when every gate passes
     max_perplexity_ratio: Annotated[float, Field(gt=0.0)] = 1.0
-    min_refusal_rate: Fraction = 0.0
-    min_answer_rate: Fraction = 0.0
+    min_refusal_rate: Fraction = 0.1
+    min_answer_rate: Fraction = 0.5
 
 
 class Params(_Strict):

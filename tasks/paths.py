@@ -2,9 +2,12 @@
 
 from pathlib import Path
 
+from tasks.errors import SelfchatError
+
 BASE_DIR = Path("models/base")
 ADAPTER_DIR = Path("models/adapter")
 SEEDS = Path("data/seeds.jsonl")
+JOURNALS = Path("data/collect")  # collection's resume journals: a working folder, not a DVC output
 DIALOGUES = Path("data/dialogues.jsonl")
 QUARANTINE_COLLECT = Path("data/quarantine/collect.jsonl")
 QUARANTINE_VALIDATE = Path("data/quarantine/validate.jsonl")
@@ -17,6 +20,22 @@ EVAL_REPORTS = Path("reports/eval")
 LOGS = Path("logs")
 PLOTS = Path("plots")
 
+# which stage writes each input another stage reads
+MADE_BY = {BASE_DIR: "base", SEEDS: "seeds", DIALOGUES: "collect", TRAIN: "validate", HELDOUT: "validate",
+           ADAPTER_DIR: "train", Path("metrics/eval.json"): "evaluate"}
+
+
+class MissingInput(SelfchatError):
+    pass
+
 
 def metrics_file(stage: str) -> Path:
     return Path("metrics") / f"{stage}.json"
+
+
+def require(*inputs: Path) -> None:
+    """Stop with one line naming the first missing input and the stage that makes it."""
+    for path in inputs:
+        if not path.exists():
+            stage = MADE_BY.get(path, "previous")
+            raise MissingInput(f"{path} is missing: run the {stage} stage first (dvc repro {stage})")

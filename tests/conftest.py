@@ -51,7 +51,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_base: Path):
-    from tasks.lora import load_tokenizer
+    from tasks.student import load_tokenizer
 
     return load_tokenizer(tiny_base)
 
@@ -65,7 +65,7 @@ def dialogue(id_: str, turns: list[tuple[str, str]], seed_id: str | None = None,
 @pytest.fixture(scope="session")
 def teacher_url(tmp_path_factory: pytest.TempPathFactory):
     """The real embedded teacher: SmolLM2-135M-Instruct behind llama.cpp's OpenAI-compatible server."""
-    from tasks.teacher import embedded_teacher_gguf, llama_cpp_server
+    from tasks.collect.teacher import embedded_teacher_gguf, llama_cpp_server
 
     log = tmp_path_factory.mktemp("teacher") / "server.log"
     with llama_cpp_server(embedded_teacher_gguf(), "SmolLM2-135M-Instruct", 2, 2048, log) as base_url:

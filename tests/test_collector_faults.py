@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.collector import Collector, collect_batch, plan_jobs, run_in_batches
+from tasks.collect.collector import Collector, collect_batch, plan_jobs, run_in_batches
+from tasks.collect.journal import Journal
+from tasks.collect.retries import FatalTeacherError
+from tasks.collect.teacher import teacher_client
 from tasks.config import CollectParams
-from tasks.journal import Journal
-from tasks.retries import FatalTeacherError
-from tasks.teacher import teacher_client
-from tasks.transcript import ROLE_TAG
+from tasks.dialogue import ROLE_TAG
 from tests.fault_proxy import (
     MALFORMED,
     RATE_LIMITED,

@@ -5,22 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import httpx2
 import openai
 import pytest
 
-from tasks.collector import journal_path, plan_jobs, quarantine_reason_kind
+from tasks.collect.chat import Rejected, Reply
+from tasks.collect.collector import (
+    Collector,
+    Job,
+    journal_path,
+    pending_jobs,
+    plan_jobs,
+    quarantine_reason_kind,
+    retried_after_outage,
+)
+from tasks.collect.imports import ImportFileError, import_baize
+from tasks.collect.journal import ABANDONED, RETRY_LATER, Journal, JournalBusy
+from tasks.collect.ledger import Ledger
+from tasks.collect.rate_limit import RateLimiter
+from tasks.collect.retries import is_fatal, is_retryable, retry_after_s
+from tasks.collect.turns_mode import keep_own_turn, simulator_messages, turns_dialogue
 from tasks.config import Budget, CollectParams, ConfigError, ImportSource, Price, RateLimits, parse_params
-from tasks.interchange import ImportFileError, export_baize, import_baize
-from tasks.journal import Journal
-from tasks.ledger import Ledger
-from tasks.rate_limit import RateLimiter
-from tasks.retries import is_fatal, is_retryable, retry_after_s
-from tasks.selfchat import Rejected, Reply
-from tasks.transcript import AI, HUMAN, Turn
-from tasks.turn_by_turn import keep_own_turn, simulator_messages, turns_dialogue
+from tasks.dialogue import AI, HUMAN, Turn
+from tasks.validate.export import export_baize
 
 
 class FakeClock:
@@ -111,7 +121,7 @@ def test_a_cost_budget_needs_a_price_for_the_teacher_model():
                       "collect": {"teacher": {"model": "gpt-4o-mini"}, "budget": {"max_cost_usd": 5}}})
 
 
-def test_journal_cuts_a_torn_last_line_and_refuses_duplicates(tmp_path: Path):
+def test_journal_moves_a_torn_last_line_aside_and_refuses_duplicates(tmp_path: Path):
     path = tmp_path / "journal.jsonl"
     with Journal(path) as journal:
         journal.append("ok", {"id": "a"})
@@ -121,9 +131,57 @@ def test_journal_cuts_a_torn_last_line_and_refuses_duplicates(tmp_path: Path):
     with path.open("a") as handle:
         handle.write('{"status": "ok", "record": {"id": "c"')
     with Journal(path) as journal:
-        assert set(journal.entries) == {"a", "b"} and journal.repaired_bytes > 0
+        assert set(journal.entries) == {"a", "b"}
+        assert len(journal.repairs) == 1 and "a torn last line" in journal.repairs[0]
         journal.append("ok", {"id": "c"})
     assert [json.loads(line)["record"]["id"] for line in path.read_text().splitlines()] == ["a", "b", "c"]
+    aside = [json.loads(line) for line in journal.corrupt_path.read_text().splitlines()]
+    assert aside[0]["line"] == '{"status": "ok", "record": {"id": "c"' and aside[0]["offset"] > 0
+
+
+def test_a_damaged_line_in_the_middle_loses_nothing_after_it(tmp_path: Path):
+    path = tmp_path / "journal.jsonl"
+    with Journal(path) as journal:
+        for name in "abcdefgh":
+            journal.append("ok", {"id": name, "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+    lines = path.read_text().splitlines(keepends=True)
+    offset = sum(len(line.encode()) for line in lines[:3])
+    lines[3] = lines[3][:20] + "\x00garbage\n"
+    path.write_text("".join(lines))
+    with Journal(path) as journal:
+        assert set(journal.entries) == set("abcefgh"), "every valid line after the damaged one is kept"
+        assert "1 damaged line(s)" in journal.repairs[0] and f"byte offset {offset}" in journal.repairs[0]
+    aside = [json.loads(line) for line in journal.corrupt_path.read_text().splitlines()]
+    assert [a["offset"] for a in aside] == [offset] and "garbage" in aside[0]["line"]
+    assert len(path.read_text().splitlines()) == 7
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path):
+    path = tmp_path / "journal.jsonl"
+    with Journal(path), pytest.raises(JournalBusy, match=f"in use by another collection \\(pid {os.getpid()}\\)"):
+        Journal(path)
+    with Journal(path):  # released on close
+        pass
+
+
+def test_transient_failures_are_asked_again_and_abandoned_tokens_still_count(tmp_path: Path):
+    path = tmp_path / "journal.jsonl"
+    usage = {"prompt_tokens": 100, "completion_tokens": 50}
+    with Journal(path) as journal:
+        journal.append(RETRY_LATER, {"id": "a", "reason": "teacher error", "usage": usage,
+                                     "teacher": {"model": "m"}})
+        journal.append(ABANDONED, {"id": "b", "usage": usage, "teacher": {"model": "m"}})
+        journal.append("quarantine", {"id": "c", "reason": "unparseable", "usage": usage, "teacher": {"model": "m"}})
+    plan = [Job(name, {"id": name}, 0) for name in "abc"]
+    with Journal(path) as journal:
+        assert [job.id for job in pending_jobs(journal, plan)] == ["a", "b"]
+        assert retried_after_outage(journal, plan) == 1
+        collector = Collector(None, "", CollectParams(budget={"max_tokens": 1000}), journal)
+        assert collector.ledger.prior_tokens == 450, "tokens of every line count toward the budget"
+        assert collector.results(plan)[1][0]["id"] == "a" and len(collector.results(plan)[1]) == 2
+        journal.append("ok", {"id": "a"})
+        journal.append("ok", {"id": "b"})
+        assert pending_jobs(journal, plan) == [] and collector.results(plan)[0][0]["id"] == "a"
 
 
 def test_plan_ids_are_stable_and_journals_follow_generation_settings():

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from tasks.config import ValidateParams
-from tasks.contracts import ContractError, ContractRunner, check_dialogues, load_suite
-from tasks.quality import validate_corpus
+from tasks.validate.contracts import ContractError, ContractRunner, check_dialogues, load_suite
+from tasks.validate.quality import validate_corpus
 from tests.conftest import dialogue
 
 ROOT = Path(__file__).resolve().parents[1]

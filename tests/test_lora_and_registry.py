@@ -8,11 +8,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tasks.config import EvaluateParams, RegisterParams, TrainParams
-from tasks.evaluation import adapter_off, generate_answers, guardrail_behaviour, perplexity
-from tasks.lora import TrainingError, load_adapted, save_adapter, train_lora
+from tasks.evaluate.guardrails import generate_answers, guardrail_behaviour
+from tasks.evaluate.perplexity import adapter_off, perplexity
+from tasks.masking import build_examples
 from tasks.refusal import is_refusal
-from tasks.registry import CHALLENGER, check_gates, download_by_alias, register_adapter, set_alias
-from tasks.training_data import build_examples
+from tasks.register.registry import CHALLENGER, check_gates, download_by_alias, register_adapter, set_alias
+from tasks.student import load_adapted, save_adapter
+from tasks.train.lora import TrainingError, train_lora
 from tests.conftest import dialogue
 
 DIALOGUES = [

@@ -5,7 +5,7 @@ import pytest
 
 from tasks.config import SeedsParams
 from tasks.errors import SelfchatError
-from tasks.seeds import ingest_seeds
+from tasks.seeds.ingest import ingest_seeds
 
 
 def test_local_files_dedup_provenance_and_reproducible_sampling(tmp_path):

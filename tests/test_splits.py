@@ -1,4 +1,4 @@
-from tasks.splits import split_by_seed
+from tasks.validate.splits import split_by_seed
 from tests.conftest import dialogue
 
 

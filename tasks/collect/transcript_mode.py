@@ -1,15 +1,14 @@
-"""Baize v1 self-chat: the teacher writes a whole conversation about a seed, both sides, in one reply."""
+"""Transcript mode (Baize v1 self-chat): the teacher writes a whole conversation about a seed, both
+sides, in one reply."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from tasks.transcript import TranscriptError, parse_transcript
-
-TEMPLATE_VERSION = "baize_v1.2"
+from tasks.collect.chat import Chat, Rejected
+from tasks.dialogue import AI, HUMAN, TranscriptError, parse_transcript
 
 # Our own wording of Baize's idea. A tiny teacher needs the format shown, not only described: the
 # worked example is given as an earlier exchange of the chat (it gave 0/10 unparseable replies and ~4
@@ -34,42 +33,40 @@ def _ask(topic: str) -> str:
     return f"Write a transcript where the human first asks: {topic}"
 
 
-def template_messages(seed_text: str) -> list[dict[str, str]]:
+def baize_v1_messages(seed_text: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": _SYSTEM},
             {"role": "user", "content": _ask(_EXAMPLE_TOPIC)},
             {"role": "assistant", "content": _EXAMPLE},
             {"role": "user", "content": _ask(seed_text)}]
 
 
-class Reply(NamedTuple):
-    text: str
-    finish_reason: str | None
+@dataclass(frozen=True)
+class Template:
+    version: str  # part of every dialogue id: a new wording is a new corpus
+    messages: Callable[[str], list[dict[str, str]]]
 
 
-# Sends one chat request to the teacher (limits, retries and the ledger are the collector's business).
-Chat = Callable[[list[dict[str, str]]], Awaitable[Reply]]
+# collect.template picks one by name
+TEMPLATES = {"baize_v1": Template("baize_v1.2", baize_v1_messages)}
 
 
-class Rejected(Exception):
-    """The teacher answered, but not with a usable dialogue: quarantined with `reason` and what it wrote."""
+async def transcript_dialogue(chat: Chat, seed_text: str, template: str = "baize_v1") -> dict[str, Any]:
+    """One request, the teacher writes both sides. Returns the record's dialogue fields.
 
-    def __init__(self, reason: str, fields: dict[str, Any]) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.fields = fields
-
-
-def dialogue_id(seed_id: str, mode: str, template_version: str, teacher_model: str, sample: int) -> str:
-    key = json.dumps([seed_id, mode, template_version, teacher_model, sample])
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-async def transcript_dialogue(chat: Chat, seed_text: str) -> dict[str, Any]:
-    """Baize v1: one request, the teacher writes both sides. Returns the record's dialogue fields."""
-    reply = await chat(template_messages(seed_text))
+    A reply cut off by max_tokens ends in the middle of a turn: that turn is dropped (and any human turn
+    left unanswered), so no half answer is trained on as if complete."""
+    reply = await chat(TEMPLATES[template].messages(seed_text))
     fields: dict[str, Any] = {"raw": reply.text, "finish_reason": reply.finish_reason}
     try:
         turns = parse_transcript(reply.text)
     except TranscriptError as exc:
         raise Rejected(f"unparseable transcript: {exc}", fields) from None
+    if reply.cut_off:
+        whole = parse_transcript(reply.text, keep_unanswered=True)[:-1]
+        while whole and whole[-1].role == HUMAN:
+            whole.pop()
+        if not any(t.role == AI for t in whole):
+            raise Rejected("cut off by max_tokens: no whole AI turn", fields)
+        fields["turns_cut_off"] = len(turns) - len(whole)
+        turns = whole
     return {**fields, "turns": [t.as_dict() for t in turns]}

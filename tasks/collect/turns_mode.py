@@ -1,4 +1,4 @@
-"""Baize v2 / UltraChat-style self-chat: a user-simulator call and an assistant call per round.
+"""Turns mode (UltraChat-style self-chat): a user-simulator call and an assistant call per round.
 
 The assistant sees a real chat history (its own earlier answers as assistant messages); the simulator
 sees the same chat from the human's side and writes the human's next message, or the end marker. Small teachers
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.collect.chat import Chat, Rejected, Reply
 from tasks.config import TurnsParams
-from tasks.selfchat import Chat, Rejected
-from tasks.transcript import AI, HUMAN, ROLE_TAG, Turn
+from tasks.dialogue import AI, HUMAN, ROLE_TAG, Turn
 
 TEMPLATE_VERSION = "turns_v1.1"
 
@@ -53,6 +53,12 @@ def keep_own_turn(text: str, role: str) -> tuple[str, int]:
     return cleaned, removed
 
 
+def ends_inside_turn(reply: Reply, role: str) -> bool:
+    """max_tokens stopped the reply inside `role`'s turn (not after it, in a turn of the other role that is
+    cut away anyway)."""
+    return reply.cut_off and not any(_label_role(m.group(0)) != role for m in ROLE_TAG.finditer(reply.text))
+
+
 def assistant_messages(history: list[Turn]) -> list[dict[str, str]]:
     return [{"role": "system", "content": _ASSISTANT_SYSTEM},
             *({"role": "user" if t.role == HUMAN else "assistant", "content": t.text} for t in history)]
@@ -68,20 +74,35 @@ def simulator_messages(history: list[Turn], end_marker: str) -> list[dict[str, s
 
 
 async def turns_dialogue(chat: Chat, seed_text: str, params: TurnsParams) -> dict[str, Any]:
-    """Returns the record's dialogue fields; the seed question is the human's first turn."""
+    """Returns the record's dialogue fields; the seed question is the human's first turn.
+
+    A reply cut off by max_tokens is not a whole turn: a cut answer ends the dialogue at the answer before
+    it (with the question it answered), a cut question ends it at the last answer."""
     history = [Turn(HUMAN, seed_text.strip())]
     raw: list[str] = []
     labels_removed = 0
     finish_reason = None
+    cut_off = 0
+
+    def fields() -> dict[str, Any]:
+        return {"raw": raw, "finish_reason": finish_reason, "turns": [t.as_dict() for t in history],
+                "rounds": sum(t.role == AI for t in history), "role_labels_removed": labels_removed,
+                "turns_cut_off": cut_off}
+
     for round_number in range(params.max_rounds):
         reply = await chat(assistant_messages(history))
         raw.append(reply.text)
         finish_reason = reply.finish_reason
         answer, removed = keep_own_turn(reply.text, AI)
         labels_removed += removed
+        if ends_inside_turn(reply, AI):
+            cut_off += 1
+            if round_number == 0:
+                raise Rejected("cut off by max_tokens: no whole AI turn", fields())
+            history.pop()  # the question whose answer was cut off
+            break
         if not answer:
-            fields = {"raw": raw, "turns": [t.as_dict() for t in history], "role_labels_removed": labels_removed}
-            raise Rejected(f"empty assistant turn in round {round_number + 1} after removing role labels", fields)
+            raise Rejected(f"empty assistant turn in round {round_number + 1} after removing role labels", fields())
         history.append(Turn(AI, answer))
         if round_number + 1 == params.max_rounds:
             break
@@ -91,6 +112,8 @@ async def turns_dialogue(chat: Chat, seed_text: str, params: TurnsParams) -> dic
         labels_removed += removed
         if params.end_marker in reply.text or not question:
             break  # the simulator ended the dialogue (or had nothing to ask); it ends on the AI's answer
+        if ends_inside_turn(reply, HUMAN):
+            cut_off += 1
+            break
         history.append(Turn(HUMAN, question))
-    return {"raw": raw, "finish_reason": finish_reason, "turns": [t.as_dict() for t in history],
-            "rounds": sum(t.role == AI for t in history), "role_labels_removed": labels_removed}
+    return fields()

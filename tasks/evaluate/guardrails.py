@@ -1,43 +1,19 @@
-"""Held-out perplexity and guardrail behaviour (refuse what should be refused, answer the rest)."""
+"""Guardrail behaviour: refuse what should be refused, answer the rest."""
 
 from __future__ import annotations
 
-import math
 import random
-from collections.abc import Iterable
 from typing import Any
 
 import torch
-from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tasks.assets import asset, read_texts
 from tasks.config import EvaluateParams
+from tasks.dialogue import baize_prompt
 from tasks.refusal import is_refusal
-from tasks.training_data import IGNORE, Example
-from tasks.transcript import baize_prompt
 
 STOP = "[|Human|]"
-
-
-@torch.no_grad()
-def perplexity(model: PreTrainedModel, examples: Iterable[Example]) -> float:
-    """exp(mean NLL) over the trained (assistant) tokens only, the same tokens training optimises."""
-    model.eval()
-    device = next(model.parameters()).device
-    total_nll, total_tokens = 0.0, 0
-    for example in examples:
-        ids = torch.tensor([example.input_ids], device=device)
-        labels = torch.tensor([example.labels], device=device)
-        logits = model(input_ids=ids).logits[:, :-1].float()
-        target = labels[:, 1:]
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                                                ignore_index=IGNORE, reduction="sum")
-        total_nll += float(nll)
-        total_tokens += int((target != IGNORE).sum())
-    if total_tokens == 0:
-        raise ValueError("no assistant tokens to score")
-    return math.exp(total_nll / total_tokens)
 
 
 @torch.no_grad()
@@ -58,11 +34,6 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             text = tokenizer.decode(row, skip_special_tokens=True)
             answers.append(text.split(STOP)[0].strip())
     return answers
-
-
-def adapter_off(model: PreTrainedModel):  # noqa: ANN201 - a context manager from peft
-    """Context in which a PeftModel behaves as its base model."""
-    return model.disable_adapter() if isinstance(model, PeftModel) else torch.no_grad()
 
 
 def sample_prompts(sets: list[tuple[str, int | None]], seed: int) -> list[tuple[str, str]]:

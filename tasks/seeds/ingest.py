@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,11 @@ import pandas as pd
 from tasks.assets import asset, read_texts
 from tasks.config import SeedSource, SeedsParams
 from tasks.errors import SelfchatError
+from tasks.ids import normalize, seed_id
 
 
 class SeedSourceError(SelfchatError):
     pass
-
-
-def normalize(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def seed_id(text: str) -> str:
-    """Same question, same id, whichever source it came from (exact duplicates collapse)."""
-    return hashlib.sha256(normalize(text).casefold().encode()).hexdigest()[:16]
 
 
 def _read_file(path: Path, field: str) -> tuple[list[str], dict[str, str]]:

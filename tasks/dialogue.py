@@ -1,4 +1,5 @@
-"""Dialogue text formats: parsing teacher transcripts, and Baize's [|Human|]/[|AI|] training text."""
+"""Dialogue formats shared by the stages: turns, teacher transcripts, Baize's [|Human|]/[|AI|] text and
+its released {"topic", "input"} records."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from dataclasses import dataclass
 
 BAIZE_HEADER = "The conversation between human and AI assistant."
 HUMAN, AI = "human", "ai"
-# [Human] / [AI] as the template asks, plus Baize's own [|Human|] / [|AI|] spelling.
-_MARKER = re.compile(r"\[\|?\s*(human|ai)\s*\|?\]\s*:?", re.IGNORECASE)
+# [Human] / [AI] as the template asks, plus Baize's own [|Human|] / [|AI|] spelling; not a markdown link
+# such as [AI](https://...), which is text.
+_MARKER = re.compile(r"\[\|?\s*(human|ai)\s*\|?\](?!\()\s*:?", re.IGNORECASE)
 # Any role label that must not survive inside a turn's text.
-ROLE_TAG = re.compile(r"\[\|?\s*(humans?|ai|user|assistant)\s*\|?\]|^\s*(humans?|user|assistant|ai)\s*:",
+ROLE_TAG = re.compile(r"\[\|?\s*(humans?|ai|user|assistant)\s*\|?\](?!\()|^\s*(humans?|user|assistant|ai)\s*:",
                       re.IGNORECASE | re.MULTILINE)
 
 
@@ -27,12 +29,13 @@ class Turn:
         return {"role": self.role, "text": self.text}
 
 
-def parse_transcript(reply: str) -> list[Turn]:
+def parse_transcript(reply: str, keep_unanswered: bool = False) -> list[Turn]:
     """Split a [Human]/[AI] transcript into turns.
 
     Text before the first marker is the model's preamble and is not a turn. An unanswered human turn at
-    the end is dropped: the dialogue ends with the AI, as Baize's data does. Everything else (empty turns,
-    two turns of one role in a row) is kept as written so the data contracts can judge it.
+    the end is dropped (unless `keep_unanswered`): the dialogue ends with the AI, as Baize's data does.
+    Everything else (empty turns, two turns of one role in a row) is kept as written so the data
+    contracts can judge it.
     """
     if not reply or not reply.strip():
         raise TranscriptError("empty reply")
@@ -47,7 +50,7 @@ def parse_transcript(reply: str) -> list[Turn]:
         raise TranscriptError("no AI turn")
     if not any(t.role == HUMAN for t in turns):
         raise TranscriptError("no human turn")
-    while turns[-1].role == HUMAN:
+    while turns[-1].role == HUMAN and not keep_unanswered:
         turns.pop()
     return turns
 

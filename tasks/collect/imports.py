@@ -1,4 +1,4 @@
-"""Baize's released corpus format, {"topic", "input"}: export ours, import theirs (or anyone's)."""
+"""Dialogues from files in Baize's released corpus format, {"topic", "input"} (theirs or anyone's)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import ImportSource
+from tasks.dialogue import TranscriptError, from_baize_record
 from tasks.errors import SelfchatError
-from tasks.seeds import seed_id
-from tasks.selfchat import dialogue_id
-from tasks.transcript import HUMAN, TranscriptError, Turn, from_baize_record, to_baize_record
+from tasks.ids import dialogue_id, seed_id
 
 IMPORT_MODE = "import"
 IMPORT_TEMPLATE = "baize_release"
@@ -19,16 +18,6 @@ IMPORT_TEMPLATE = "baize_release"
 
 class ImportFileError(SelfchatError):
     pass
-
-
-def topic_of(record: dict[str, Any]) -> str:
-    if record.get("topic"):
-        return record["topic"]
-    return next((t["text"] for t in record["turns"] if t["role"] == HUMAN), "")
-
-
-def export_baize(dialogues: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [to_baize_record(topic_of(d), [Turn(t["role"], t["text"]) for t in d["turns"]]) for d in dialogues]
 
 
 def read_baize_file(path: Path) -> list[Any]:

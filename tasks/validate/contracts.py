@@ -14,10 +14,10 @@ import pandas as pd
 import py3langid as langid
 from great_expectations.expectations.registry import get_expectation_impl
 
-import tasks.expectations  # noqa: F401 - registers selfchat's custom expectations with GX
+import tasks.validate.expectations  # noqa: F401 - registers selfchat's custom expectations with GX
+from tasks.dialogue import AI, HUMAN, ROLE_TAG
 from tasks.errors import SelfchatError
 from tasks.refusal import is_refusal
-from tasks.transcript import AI, HUMAN, ROLE_TAG
 
 CRITICAL, ROW = "critical", "row"
 

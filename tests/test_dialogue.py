@@ -2,8 +2,7 @@ import re
 
 import pytest
 
-from tasks.selfchat import dialogue_id
-from tasks.transcript import (
+from tasks.dialogue import (
     AI,
     HUMAN,
     TranscriptError,
@@ -14,6 +13,7 @@ from tasks.transcript import (
     parse_transcript,
     to_baize_record,
 )
+from tasks.ids import dialogue_id
 
 
 def test_parses_markers_and_drops_preamble_and_unanswered_tail():

@@ -12,10 +12,10 @@ from typing import Any
 import pandas as pd
 
 from tasks.config import ValidateParams
-from tasks.contracts import ContractError, ContractRunner, check_dialogues, check_seeds, load_suite
-from tasks.decontamination import build_eval_index, find_contamination
-from tasks.dedup import find_duplicates
-from tasks.quality_report import reason_kind
+from tasks.validate.contracts import ContractError, ContractRunner, check_dialogues, check_seeds, load_suite
+from tasks.validate.decontamination import build_eval_index, find_contamination
+from tasks.validate.dedup import find_duplicates
+from tasks.validate.report import reason_kind
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -13,7 +12,6 @@ from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import (
     AutoModelForCausalLM,
-    AutoTokenizer,
     BitsAndBytesConfig,
     DataCollatorForSeq2Seq,
     PreTrainedModel,
@@ -25,20 +23,13 @@ from transformers import (
 
 from tasks.config import TrainParams
 from tasks.errors import SelfchatError
-from tasks.training_data import IGNORE, Example
+from tasks.masking import IGNORE, Example
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(SelfchatError):
     pass
-
-
-def load_tokenizer(base_dir: Path) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def quantization_config(mode: str) -> BitsAndBytesConfig | None:
@@ -53,9 +44,10 @@ def quantization_config(mode: str) -> BitsAndBytesConfig | None:
                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
 
 
-def lora_model(base_dir: Path, params: TrainParams) -> PreTrainedModel:
+def lora_model(base_dir: Path, params: TrainParams, dtype: str = "float32") -> PreTrainedModel:
+    """`dtype` is base.dtype, the precision the base weights are kept in (LoRA weights follow it)."""
     quant = quantization_config(params.quantization)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, quantization_config=quant)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype), quantization_config=quant)
     if quant is not None:
         model = prepare_model_for_kbit_training(model)
     config = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
@@ -73,11 +65,11 @@ class _LossLog(TrainerCallback):
 
 
 def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: list[Example], params: TrainParams,
-               on_loss: Callable[[int, float], None]) -> tuple[PeftModel, dict[str, float]]:
+               on_loss: Callable[[int, float], None], dtype: str = "float32") -> tuple[PeftModel, dict[str, float]]:
     if not examples:
         raise TrainingError("no training examples: the train split is empty")
     torch.set_num_threads(params.threads)
-    model = lora_model(base_dir, params)
+    model = lora_model(base_dir, params, dtype)
     trainable, total = model.get_nb_trainable_parameters()
     dataset = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
     with tempfile.TemporaryDirectory() as scratch:
@@ -98,17 +90,3 @@ def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: lis
                "trainable_params": float(trainable), "total_params": float(total),
                "examples": float(len(examples)), "trained_tokens_per_epoch": float(trained_tokens)}
     return model, summary
-
-
-def save_adapter(model: PeftModel, out_dir: Path, base_ref: str) -> None:
-    model.save_pretrained(out_dir)
-    # peft records the base path as given; point it at the project's base folder for reloads
-    config_path = out_dir / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = base_ref
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-
-
-def load_adapted(base_dir: Path, adapter_dir: Path) -> PeftModel:
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    return PeftModel.from_pretrained(base, adapter_dir)

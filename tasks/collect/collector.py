@@ -10,7 +10,6 @@ import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,18 +17,18 @@ from urllib.parse import urlparse
 from openai import AsyncOpenAI
 from tqdm import tqdm
 
+from tasks.collect.chat import Rejected, Reply
+from tasks.collect.journal import ABANDONED, OK, QUARANTINE, RETRY_LATER, Journal
+from tasks.collect.ledger import Ledger
+from tasks.collect.rate_limit import RateLimiter
+from tasks.collect.retries import FatalTeacherError, TeacherOutage, call_with_retries, is_outage, is_retryable, redact
+from tasks.collect.transcript_mode import TEMPLATES, transcript_dialogue
+from tasks.collect.turns_mode import TEMPLATE_VERSION as TURNS_TEMPLATE
+from tasks.collect.turns_mode import turns_dialogue
 from tasks.config import CollectParams
-from tasks.journal import Journal
-from tasks.ledger import Ledger
-from tasks.rate_limit import RateLimiter
-from tasks.retries import FatalTeacherError, call_with_retries, redact
-from tasks.selfchat import TEMPLATE_VERSION as TRANSCRIPT_TEMPLATE
-from tasks.selfchat import Rejected, Reply, dialogue_id, transcript_dialogue
-from tasks.turn_by_turn import TEMPLATE_VERSION as TURNS_TEMPLATE
-from tasks.turn_by_turn import turns_dialogue
-
-JOURNALS = Path("data/collect")
-TEMPLATE_VERSIONS = {"transcript": TRANSCRIPT_TEMPLATE, "turns": TURNS_TEMPLATE}
+from tasks.errors import SelfchatError
+from tasks.ids import dialogue_id
+from tasks.paths import JOURNALS
 
 
 @dataclass(frozen=True)
@@ -43,20 +42,37 @@ class BudgetReached(Exception):
     """Raised inside one dialogue when its next request could cross the budget."""
 
 
+class TooFewDialogues(SelfchatError):
+    """Collection ended with less of the plan than collect.min_kept_fraction: not a corpus to go on with."""
+
+
+def template_version(params: CollectParams) -> str:
+    return TEMPLATES[params.template].version if params.mode == "transcript" else TURNS_TEMPLATE
+
+
 def plan_jobs(seeds: list[dict[str, Any]], params: CollectParams) -> list[Job]:
     """Every (seed, sample) to collect, in a fixed order; the id is what makes resume and reruns exact."""
-    version = TEMPLATE_VERSIONS[params.mode]
+    version = template_version(params)
     return [Job(dialogue_id(seed["id"], params.mode, version, params.teacher.model, sample), seed, sample)
             for seed in seeds for sample in range(params.samples_per_seed)]
 
 
 def journal_path(params: CollectParams, folder: Path = JOURNALS) -> Path:
     """One journal per generation settings: answers sampled differently are not reused."""
-    settings = {"mode": params.mode, "template": TEMPLATE_VERSIONS[params.mode], "model": params.teacher.model,
+    settings = {"mode": params.mode, "template": template_version(params), "model": params.teacher.model,
                 "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
                 "seed": params.seed, "turns": params.turns.model_dump() if params.mode == "turns" else None}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return folder / f"journal-{digest}.jsonl"
+
+
+def pending_jobs(journal: Journal, plan: list[Job]) -> list[Job]:
+    return [job for job in plan if not journal.done(job.id)]
+
+
+def retried_after_outage(journal: Journal, plan: list[Job]) -> int:
+    """Dialogues that a transient teacher failure left for this run to ask again."""
+    return sum(1 for job in plan if (journal.entries.get(job.id) or {}).get("status") == RETRY_LATER)
 
 
 def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
@@ -73,7 +89,7 @@ class Collector:
         self.journal = journal
         self.limiter = limiter or RateLimiter(params.rate_limits)
         self.ledger = Ledger(params.prices, params.budget)
-        for entry in journal.entries.values():
+        for entry in journal.lines:  # every line: tokens of retried and abandoned dialogues were spent too
             usage = entry["record"].get("usage") or {}
             self.ledger.prior_tokens += usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
             self.ledger.prior_cost += self.ledger.cost_of(entry["record"]["teacher"]["model"],
@@ -83,10 +99,12 @@ class Collector:
         self.counts: Counter[str] = Counter()
         self.budget_reached = False
         self.fatal = False
+        self.failures_in_a_row = 0  # connection failures and 5xx since the last answer: the circuit breaker
+        self.last_failure = ""
         self.bar: tqdm | None = None
 
     def pending(self, plan: list[Job]) -> list[Job]:
-        return [job for job in plan if job.id not in self.journal]
+        return pending_jobs(self.journal, plan)
 
     async def _chat(self, messages: list[dict[str, str]], sample: int, usage: dict[str, int]) -> Reply:
         """One teacher request under the budget, the rate limits and the retry policy."""
@@ -99,6 +117,10 @@ class Collector:
 
         async def attempt() -> Any:
             nonlocal attempts
+            limit = self.params.teacher.max_consecutive_failures
+            if self.failures_in_a_row >= limit:
+                raise TeacherOutage(f"teacher unreachable: {self.failures_in_a_row} requests in a row failed "
+                                    f"(last: {self.last_failure})")
             attempts += 1
             await self.limiter.acquire(estimate + max_tokens)
             try:
@@ -111,6 +133,10 @@ class Collector:
 
         def failed(exc: BaseException, retry_after: float | None) -> None:
             self.ledger.failed_requests += 1
+            if is_outage(exc):
+                self.failures_in_a_row += 1
+                message = redact(str(exc), os.environ.get(self.params.teacher.api_key_env))
+                self.last_failure = f"{type(exc).__name__}: {message}"[:300]
             if retry_after:
                 self.limiter.pause(retry_after)
 
@@ -120,6 +146,7 @@ class Collector:
             self.ledger.release(model, estimate, max_tokens)
             self.ledger.retries += max(attempts - 1, 0)
             usage["attempts"] += attempts
+        self.failures_in_a_row = 0
         prompt = response.usage.prompt_tokens if response.usage else 0
         completion = response.usage.completion_tokens if response.usage else 0
         self.ledger.record(model, prompt, completion)
@@ -133,7 +160,7 @@ class Collector:
     def _record(self, job: Job) -> dict[str, Any]:
         return {"id": job.id, "seed_id": job.seed["id"], "topic": job.seed["text"], "source": job.seed["source"],
                 "domain": job.seed["domain"], "mode": self.params.mode,
-                "template_version": TEMPLATE_VERSIONS[self.params.mode], "sample": job.sample,
+                "template_version": template_version(self.params), "sample": job.sample,
                 "teacher": {"model": self.params.teacher.model, "endpoint": self.endpoint}}
 
     async def _write_dialogue(self, job: Job) -> tuple[str, dict[str, Any]]:
@@ -147,18 +174,24 @@ class Collector:
             if self.params.mode == "turns":
                 fields = await turns_dialogue(chat, job.seed["text"], self.params.turns)
             else:
-                fields = await transcript_dialogue(chat, job.seed["text"])
-            status, record = "ok", {**record, **fields}
+                fields = await transcript_dialogue(chat, job.seed["text"], self.params.template)
+            status, record = OK, {**record, **fields}
         except Rejected as exc:
-            status, record = "quarantine", {**record, **exc.fields, "stage": "collect", "reason": exc.reason}
-        except (BudgetReached, FatalTeacherError):
+            status, record = QUARANTINE, {**record, **exc.fields, "stage": "collect", "reason": exc.reason}
+        except BudgetReached:
+            if usage["requests"]:  # a turns-mode dialogue cut off halfway: its tokens were spent all the same
+                self.journal.append(ABANDONED, {**record, "usage": usage})
+            raise
+        except FatalTeacherError:
             raise
         except Exception as exc:  # the last attempt's error after retries, or one not worth retrying
             message = redact(str(exc), os.environ.get(self.params.teacher.api_key_env))
             reason = f"teacher error after {usage['attempts']} attempt(s): {type(exc).__name__}: {message}"
-            status, record = "quarantine", {**record, "stage": "collect", "reason": reason[:500]}
+            # retries ran out on a failure that may pass (429, 5xx, timeout): asked again by the next run
+            transient = is_retryable(exc)
+            status = RETRY_LATER if transient else QUARANTINE
+            record = {**record, "stage": "collect", "reason": reason[:500], "retry_next_run": transient}
         record["usage"] = usage
-        record["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         return status, record
 
     async def collect_one(self, job: Job) -> str:
@@ -181,7 +214,7 @@ class Collector:
         if self.bar is not None and status != "skipped":
             spent = self.ledger.as_metrics()
             self.bar.update(1)
-            self.bar.set_postfix(ok=self.counts["ok"], quarantined=self.counts["quarantine"],
+            self.bar.set_postfix(ok=self.counts[OK], quarantined=self.counts[QUARANTINE] + self.counts[RETRY_LATER],
                                  retries=spent["retries"], tokens=spent["prompt_tokens"] + spent["completion_tokens"],
                                  cost=f"${spent['cost_usd']:.4f}", refresh=False)
         return status
@@ -191,8 +224,9 @@ class Collector:
         kept, quarantined = [], []
         for job in plan:
             entry = self.journal.entries.get(job.id)
-            if entry is not None:
-                (kept if entry["status"] == "ok" else quarantined).append(entry["record"])
+            if entry is None or entry["status"] == ABANDONED:
+                continue
+            (kept if entry["status"] == OK else quarantined).append(entry["record"])
         return kept, quarantined
 
 
@@ -203,13 +237,16 @@ def quarantine_reason_kind(reason: str) -> str:
     return reason.split(":")[0].replace(" ", "_")
 
 
-def collect_metrics(collector: Collector, plan: list[Job], resumed: int, seconds: float,
+def collect_metrics(collector: Collector, plan: list[Job], resumed: int, retried: int, seconds: float,
                     kept: list[dict[str, Any]], quarantined: list[dict[str, Any]]) -> dict[str, Any]:
     spent = collector.ledger.as_metrics()
-    new = collector.counts["ok"]
+    new = collector.counts[OK]
     return {
         "planned": len(plan), "dialogues": len(kept), "quarantined": len(quarantined), "resumed": resumed,
-        "collected_now": new + collector.counts["quarantine"], "pending": len(collector.pending(plan)),
+        "retried_after_outage": retried,
+        "quarantined_to_retry": sum(1 for q in quarantined if q.get("retry_next_run")),
+        "collected_now": new + collector.counts[QUARANTINE] + collector.counts[RETRY_LATER],
+        "pending": len(collector.pending(plan)),
         "budget_reached": int(collector.budget_reached), **spent, "seconds": round(seconds, 1),
         "dialogues_per_minute": round(60 * new / seconds, 2) if seconds else 0.0,
         "completion_tokens_per_second": round(spent["completion_tokens"] / seconds, 1) if seconds else 0.0,
@@ -246,3 +283,10 @@ async def run_in_batches(collector: Collector, pending: list[Job],
                 await run_batch(collector, jobs, number)
 
     await asyncio.gather(*(start(jobs, number) for number, jobs in enumerate(batches, 1)))
+
+
+def check_enough_kept(kept: int, planned: int, min_fraction: float) -> None:
+    if planned and kept < min_fraction * planned:
+        raise TooFewDialogues(
+            f"only {kept} of {planned} planned dialogues were kept (collect.min_kept_fraction is {min_fraction:.0%}); "
+            "see data/quarantine/collect.jsonl and metrics/collect.json for why")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import os
 import re
 import time
@@ -30,18 +31,38 @@ class FatalTeacherError(SelfchatError):
     """Every further request would fail the same way (bad key, no such model): stop, don't quarantine all."""
 
 
+class TeacherOutage(FatalTeacherError):
+    """The circuit breaker: teacher.max_consecutive_failures requests in a row could not reach the teacher."""
+
+
 _KEY_LIKE = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
+SECRET_RUN = 8  # this many characters of the key, in any case, are enough to hide
 
 
 def redact(text: str, secret: str | None = None) -> str:
-    """Error text as it may be shown or stored: providers echo (masked) keys in 401 messages."""
-    if secret and len(secret) >= 8:
-        text = text.replace(secret, "***")
+    """Error text as it may be shown or stored. Providers echo keys in errors, masked or not, with or
+    without their prefix, in another case: every run of SECRET_RUN characters of the key is hidden."""
+    if secret and len(secret) >= SECRET_RUN:
+        key, low = secret.lower(), text.lower()
+        runs = {key[i:i + SECRET_RUN] for i in range(len(key) - SECRET_RUN + 1)}
+        hidden = [False] * len(text)
+        for i in range(len(text) - SECRET_RUN + 1):
+            if low[i:i + SECRET_RUN] in runs:
+                hidden[i:i + SECRET_RUN] = [True] * SECRET_RUN
+        text = "".join("\0" if hide else char for char, hide in zip(text, hidden))
+        text = re.sub("\0+", "***", text)
     return _KEY_LIKE.sub("***", text)
 
 
 def is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, AuthenticationError | PermissionDeniedError | NotFoundError)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The teacher cannot be reached or is broken (not merely busy, as a 429 says)."""
+    if isinstance(exc, APIStatusError):
+        return exc.status_code >= 500
+    return isinstance(exc, APIConnectionError)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -52,25 +73,33 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, APIConnectionError | APIResponseValidationError | ValueError)
 
 
+def _seconds(value: str, scale: float = 1.0) -> float | None:
+    try:
+        seconds = float(value) * scale
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP_S) if math.isfinite(seconds) else None
+
+
 def retry_after_s(exc: BaseException | None) -> float | None:
-    """The server's Retry-After (seconds, HTTP date, or OpenAI's retry-after-ms), if it sent one."""
+    """The server's Retry-After (seconds, HTTP date, or OpenAI's retry-after-ms), if it sent one; a value
+    that is none of these counts as absent."""
     response = getattr(exc, "response", None)
     if response is None:
         return None
     headers = response.headers
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            return min(float(millis) / 1000, RETRY_AFTER_CAP_S)
-        except ValueError:
-            pass
+    if (millis := headers.get("retry-after-ms")) is not None and (seconds := _seconds(millis, 0.001)) is not None:
+        return seconds
     value = headers.get("retry-after")
     if value is None:
         return None
+    if (seconds := _seconds(value)) is not None:
+        return seconds
     try:
-        return min(max(float(value), 0.0), RETRY_AFTER_CAP_S)
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        return None if when is None else min(max(when.timestamp() - time.time(), 0.0), RETRY_AFTER_CAP_S)
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(when.timestamp() - time.time(), 0.0), RETRY_AFTER_CAP_S)
 
 
 class BackoffWait:
@@ -100,6 +129,8 @@ async def call_with_retries(call: Callable[[], Awaitable[T]], params: TeacherPar
                              retry=retry_if_exception(is_retryable), reraise=True, after=failed)
     try:
         return await retrying(call)
+    except FatalTeacherError:
+        raise
     except Exception as exc:
         if is_fatal(exc):
             message = redact(str(exc), os.environ.get(params.api_key_env))

@@ -1,8 +1,16 @@
-"""A short human summary of the validate stage: counts, reasons, one example of each failure."""
+"""What a person reads after the validate stage: a summary (counts, reasons, one example of each failure)
+and a picture of the corpus, kept vs quarantined."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 
 def reason_kind(reason: str) -> str:
@@ -41,3 +49,23 @@ def quality_summary(metrics: dict[str, Any], quarantined: list[dict[str, Any]], 
         lines += [f"### {kind}", "", f"`{example['reason']}` — dialogue `{example['record']['id']}`", "",
                   shown or "    (no turns)", ""]
     return "\n".join(lines) + "\n"
+
+
+def write_distributions(features: pd.DataFrame, quarantined_ids: set[str], png_path: Path) -> None:
+    """Turns per dialogue and characters per dialogue, kept vs quarantined."""
+    kept = features[~features["id"].isin(quarantined_ids)]
+    dropped = features[features["id"].isin(quarantined_ids)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, column, label in ((axes[0], "n_turns", "turns per dialogue"),
+                              (axes[1], "total_chars", "characters per dialogue")):
+        top = max(int(features[column].max() or 1), 1)
+        bins = range(0, top + 2) if column == "n_turns" else 30
+        ax.hist([kept[column], dropped[column]], bins=bins, stacked=True, label=["kept", "quarantined"],
+                color=["#4c72b0", "#dd8452"])
+        ax.set(xlabel=label, ylabel="dialogues")
+        ax.legend()
+    fig.suptitle(f"{len(kept)} kept, {len(dropped)} quarantined")
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.assets import asset, read_texts
-from tasks.dedup import dialogue_text
+from tasks.validate.dedup import dialogue_text
 
 
 @dataclass(frozen=True)

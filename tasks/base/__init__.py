@@ -1,0 +1,1 @@
+"""Stage 1, base: the student model as plain safetensors + tokenizer."""

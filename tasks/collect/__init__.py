@@ -1,0 +1,1 @@
+"""Stage 3, collect: the teacher chats with itself about each seed (Baize's self-chat)."""

@@ -1,0 +1,141 @@
+"""A durable, append-only record of collection, so a killed run resumes where it stopped.
+
+Each finished dialogue is one JSON line, flushed and fsync'ed before it counts as done. Its status says
+what a rerun does with it:
+- "ok" and "quarantine" are final: never asked again;
+- "retry_later": quarantined for a transient teacher failure (retries ran out on 429/5xx/timeouts): in
+  this run's quarantine, asked again by the next run;
+- "abandoned": cut off by the budget halfway: not an outcome, but the tokens it spent count.
+A later line for the same id supersedes an earlier non-final one; the tokens of every line count toward
+the corpus budget.
+
+Nothing in the file is ever thrown away: a line that is not valid JSON (torn by a kill mid-write, or
+damaged) is moved to `<journal>.corrupt.jsonl` with its byte offset, the valid lines after it are kept,
+and the repair is reported. One process at a time: an exclusive lock is held while the journal is open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import SelfchatError
+
+OK, QUARANTINE, RETRY_LATER, ABANDONED = "ok", "quarantine", "retry_later", "abandoned"
+FINAL = (OK, QUARANTINE)
+
+
+class JournalBusy(SelfchatError):
+    """Another collection holds this journal."""
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.corrupt_path = path.with_name(path.stem + ".corrupt.jsonl")
+        self.entries: dict[str, dict[str, Any]] = {}  # the latest entry of each id
+        self.lines: list[dict[str, Any]] = []  # every entry, superseded ones included (their tokens count)
+        self.repairs: list[str] = []  # one line per repair, for the log
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = self._acquire_lock()
+        try:
+            self._load()
+            self._handle = path.open("a", encoding="utf-8")
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _acquire_lock(self) -> Any:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = lock_path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise JournalBusy(f"{self.path} is in use by another collection (pid {holder}); wait for it to finish "
+                              "or stop it, then run again") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return handle
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        good: list[bytes] = []
+        bad: list[tuple[int, bytes]] = []
+        offset = 0
+        for line in data.splitlines(keepends=True):
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("torn")
+                entry = json.loads(line)
+                record_id = entry["record"]["id"]
+            except (ValueError, KeyError, TypeError):
+                bad.append((offset, line))
+            else:
+                good.append(line)
+                self._remember(record_id, entry)
+            offset += len(line)
+        if not bad:
+            return
+        with self.corrupt_path.open("a", encoding="utf-8") as aside:
+            for where, line in bad:
+                aside.write(json.dumps({"journal": self.path.name, "offset": where,
+                                        "line": line.decode("utf-8", errors="replace")}) + "\n")
+            aside.flush()
+            os.fsync(aside.fileno())
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("wb") as handle:
+            handle.write(b"".join(good))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        torn = 1 if bad[-1][0] + len(bad[-1][1]) == len(data) and not data.endswith(b"\n") else 0
+        damaged = len(bad) - torn
+        what = ", ".join(part for part in (f"{damaged} damaged line(s)" if damaged else "",
+                                           "a torn last line" if torn else "") if part)
+        self.repairs.append(f"journal {self.path}: moved {what} (byte offset {bad[0][0]}"
+                            f"{'...' if len(bad) > 1 else ''}) to {self.corrupt_path}; kept {len(good)} valid entries")
+
+    def _remember(self, record_id: str, entry: dict[str, Any]) -> None:
+        self.lines.append(entry)
+        previous = self.entries.get(record_id)
+        if previous is None or previous["status"] not in FINAL:
+            self.entries[record_id] = entry
+
+    def done(self, dialogue_id: str) -> bool:
+        """Finished for good: kept or quarantined for a reason that a rerun would not change."""
+        entry = self.entries.get(dialogue_id)
+        return entry is not None and entry["status"] in FINAL
+
+    def __contains__(self, dialogue_id: str) -> bool:
+        return self.done(dialogue_id)
+
+    def append(self, status: str, record: dict[str, Any]) -> None:
+        if self.done(record["id"]):
+            raise ValueError(f"dialogue {record['id']} is already in {self.path}")
+        # when it was written belongs to the journal (a log), not to the record (DVC-tracked data)
+        entry = {"status": status, "record": record, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._remember(record["id"], entry)
+
+    def close(self) -> None:
+        self._handle.close()
+        self._lock.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

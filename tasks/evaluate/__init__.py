@@ -1,0 +1,1 @@
+"""Stage 6, evaluate: the adapter against its base model."""

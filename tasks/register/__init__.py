@@ -1,0 +1,1 @@
+"""Stage 7, register: model versions, promotion gates and aliases in the MLflow registry."""

@@ -1,0 +1,1 @@
+"""Stage 2, seeds: seed questions from the configured sources."""

@@ -1,0 +1,1 @@
+"""Stage 5, train: LoRA on the base model, loss on the assistant's turns only."""

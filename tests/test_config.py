@@ -62,3 +62,59 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path):
         "error: params.yaml: seeds.size: input should be greater than or equal to 1 (got -3)"]
     # Prefect creates its (ignored) home folder on import; no output, metric or tracking file appears
     assert {p for p in tmp_path.iterdir() if p.name != ".prefect"} == before
+
+
+def _defaults_differing_from(model_class: type, section: dict, prefix: str) -> list[str]:
+    """Keys whose code default differs from the value params.yaml documents."""
+    from pydantic import BaseModel
+
+    drift = []
+    for name, field in model_class.model_fields.items():
+        key = field.alias or name
+        if key not in section or field.is_required():
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(section[key], dict):
+            drift += _defaults_differing_from(annotation, section[key], f"{prefix}{key}.")
+            continue
+        default = field.get_default(call_default_factory=True)
+        default = default.model_dump() if isinstance(default, BaseModel) else default
+        documented = load_params(ROOT / "params.yaml")  # typed, so 0.3 == 0.3 and lists compare as parsed
+        value = documented
+        for part in f"{prefix}{key}".split("."):
+            value = getattr(value, {"validate": "validate_", "register": "register_"}.get(part, part))
+        value = value.model_dump() if isinstance(value, BaseModel) else value
+        if value != default:
+            drift.append(f"{prefix}{key}: code {default!r}, params.yaml {value!r}")
+    return drift
+
+
+def test_code_defaults_are_the_documented_defaults():
+    from tasks.config import Params
+
+    assert _defaults_differing_from(Params, good(), "") == []
+
+
+def test_every_param_is_read_somewhere():
+    """A param no code reads is a setting that silently does nothing."""
+    import ast
+
+    from pydantic import BaseModel
+
+    from tasks.config import Params
+
+    read = set()
+    for file in [*(ROOT / "flows").rglob("*.py"), *(ROOT / "tasks").rglob("*.py")]:
+        if file.name != "config.py":
+            read |= {node.attr for node in ast.walk(ast.parse(file.read_text())) if isinstance(node, ast.Attribute)}
+
+    def fields(model: type, prefix: str) -> list[tuple[str, str]]:
+        found = []
+        for name, field in model.model_fields.items():
+            found.append((f"{prefix}{name}", name))
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                found += fields(field.annotation, f"{prefix}{name}.")
+        return found
+
+    unread = [path for path, name in fields(Params, "") if name not in read]
+    assert unread == []

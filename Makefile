@@ -28,7 +28,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run pipeline test test-slow lint mlflow-ui prefect-ui clean
+.PHONY: install run pipeline up down test test-slow lint mlflow-ui prefect-ui clean
 
 install: $(VENV)/.installed
 
@@ -43,15 +43,23 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt requirements/tea
 	touch $@
 
 # The whole pipeline with DVC: only stages whose inputs changed run; outputs go to the DVC cache and the
-# local remote. One MLflow parent run groups the stages of this invocation.
-run: install
+# local remote. One MLflow parent run groups the stages of this invocation; every stage reports to the
+# project's one Prefect server (started here if it is not running; `make down` stops it).
+run: install up
 	SELFCHAT_PIPELINE_ID=$$(date -u +%Y%m%dT%H%M%S) dvc repro
 	dvc push --quiet
-	@echo "Done. Look: dvc metrics show | make mlflow-ui | reports/data_docs/index.html | reports/eval/"
+	@echo "Done. Look: dvc metrics show | make mlflow-ui | make prefect-ui | reports/data_docs/index.html | reports/eval/"
 
 # The same pipeline as one Prefect flow (what a Prefect deployment schedules).
-pipeline: install
+pipeline: install up
 	$(PY) -m flows.pipeline
+
+# The project's local Prefect server on 127.0.0.1 (reused when running; its database is .prefect/).
+up: install
+	@$(PY) -m tasks.prefect_server up
+
+down:
+	@test ! -x $(PY) || $(PY) -m tasks.prefect_server down
 
 test: install
 	$(PY) -m pytest -m "not slow"
@@ -65,8 +73,8 @@ lint: install
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI)
 
-prefect-ui: install
-	$(VENV)/bin/prefect server start --host 127.0.0.1
+# The UI of the same server the stages report to.
+prefect-ui: up
 
-clean:
+clean: down
 	rm -rf .prefect mlflow.db mlartifacts logs

@@ -28,7 +28,7 @@ from tasks.collect.teacher import teacher_client, teacher_endpoint
 from tasks.config import load_params
 from tasks.errors import SelfchatError
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.paths import DIALOGUES, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file, require
+from tasks.paths import DIALOGUES, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
 from tasks.tracking import numeric_metrics, stage_run
 
 
@@ -39,7 +39,6 @@ class BudgetExhausted(SelfchatError):
 @flow(name="collect", log_prints=True)
 async def collect(params_file: str = "params.yaml") -> dict:
     params = load_params(Path(params_file)).collect
-    require(SEEDS)
     seeds = list(read_jsonl(SEEDS))
     imports = [import_baize(source) for source in params.imports]  # a bad file stops before any output
     plan = plan_jobs(seeds, params)
@@ -82,4 +81,4 @@ async def collect(params_file: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(collect)
+    run_stage(collect, needs=[SEEDS])

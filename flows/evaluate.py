@@ -14,7 +14,7 @@ from tasks.evaluate.guardrails import guardrail_behaviour
 from tasks.evaluate.perplexity import adapter_off, perplexity
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.masking import build_examples
-from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_REPORTS, HELDOUT, metrics_file, require
+from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_REPORTS, HELDOUT, metrics_file
 from tasks.student import load_adapted, load_tokenizer
 from tasks.tracking import stage_run
 
@@ -23,7 +23,6 @@ from tasks.tracking import stage_run
 def evaluate(params_file: str = "params.yaml") -> dict[str, float]:
     all_params = load_params(Path(params_file))
     params = all_params.evaluate
-    require(BASE_DIR, ADAPTER_DIR, HELDOUT)
     heldout = list(read_jsonl(HELDOUT))[: params.heldout_limit]
     with stage_run("evaluate", params):
         tokenizer = load_tokenizer(BASE_DIR)
@@ -47,4 +46,4 @@ def evaluate(params_file: str = "params.yaml") -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    run_stage(evaluate)
+    run_stage(evaluate, needs=[BASE_DIR, ADAPTER_DIR, HELDOUT])

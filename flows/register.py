@@ -11,7 +11,7 @@ from prefect import flow
 from flows.stage import run_stage
 from tasks.config import load_params
 from tasks.jsonl import write_json
-from tasks.paths import ADAPTER_DIR, metrics_file, require
+from tasks.paths import ADAPTER_DIR, metrics_file
 from tasks.register.registry import CHALLENGER, CHAMPION, check_gates, register_adapter, set_alias
 from tasks.tracking import flatten, lineage_tags, stage_run
 
@@ -20,7 +20,6 @@ from tasks.tracking import flatten, lineage_tags, stage_run
 def register(params_file: str = "params.yaml") -> dict:
     all_params = load_params(Path(params_file))
     params = all_params.register_
-    require(ADAPTER_DIR, metrics_file("eval"))
     eval_metrics = json.loads(metrics_file("eval").read_text())
     with stage_run("register", params):
         gates = check_gates(eval_metrics, params)
@@ -45,4 +44,4 @@ def register(params_file: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(register)
+    run_stage(register, needs=[ADAPTER_DIR, metrics_file("eval")])

@@ -7,7 +7,7 @@ import asyncio
 import inspect
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.config import ConfigError, load_params
 from tasks.errors import SelfchatError
+from tasks.paths import MissingInput, require
 from tasks.prefect_server import ensure_server
 
 
@@ -48,10 +49,15 @@ def fail(message: str, code: int = 1) -> None:
     raise SystemExit(code) from None
 
 
-def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None) -> None:
-    """`python -m flows.<stage>`: check the params, then run the flow reporting to the project's Prefect
-    server (started once, shared by every stage; see tasks/prefect_server.py)."""
+def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, needs: Sequence[Path] = ()) -> None:
+    """`python -m flows.<stage>`: check the params and that the input files it `needs` exist, then run the
+    flow reporting to the project's Prefect server (started once, shared by every stage; see
+    tasks/prefect_server.py)."""
     args = args or parse_command_line(flow)
+    try:
+        require(*needs)  # one line naming the missing file and the stage that makes it; nothing written
+    except MissingInput as exc:
+        fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         with temporary_settings(updates={PREFECT_API_URL: ensure_server()}):

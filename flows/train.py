@@ -12,7 +12,7 @@ from flows.stage import run_stage, step
 from tasks.config import load_params
 from tasks.jsonl import read_jsonl, write_json
 from tasks.masking import build_examples
-from tasks.paths import ADAPTER_DIR, BASE_DIR, PLOTS, TRAIN, metrics_file, require
+from tasks.paths import ADAPTER_DIR, BASE_DIR, PLOTS, TRAIN, metrics_file
 from tasks.student import load_tokenizer, save_adapter
 from tasks.tracking import stage_run
 from tasks.train.lora import train_lora
@@ -23,7 +23,6 @@ from tasks.train.plots import write_loss_curve
 def train(params_file: str = "params.yaml") -> dict[str, float]:
     all_params = load_params(Path(params_file))
     params = all_params.train
-    require(BASE_DIR, TRAIN)
     dialogues = list(read_jsonl(TRAIN))
     losses: list[tuple[int, float]] = []
 
@@ -51,4 +50,4 @@ def train(params_file: str = "params.yaml") -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    run_stage(train)
+    run_stage(train, needs=[BASE_DIR, TRAIN])

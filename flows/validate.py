@@ -21,7 +21,6 @@ from tasks.paths import (
     SEEDS,
     TRAIN,
     metrics_file,
-    require,
 )
 from tasks.tracking import stage_run
 from tasks.validate.dedup import near_duplicate_groups
@@ -34,7 +33,6 @@ from tasks.validate.splits import split_by_seed
 @flow(name="validate", log_prints=True)
 def validate(params_file: str = "params.yaml") -> dict:
     params = load_params(Path(params_file)).validate_
-    require(SEEDS, DIALOGUES)
     dialogues, seeds = list(read_jsonl(DIALOGUES)), list(read_jsonl(SEEDS))
     with stage_run("validate", params):
         shutil.rmtree(DATA_DOCS, ignore_errors=True)
@@ -66,4 +64,4 @@ def validate(params_file: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    run_stage(validate)
+    run_stage(validate, needs=[SEEDS, DIALOGUES])

@@ -94,10 +94,11 @@ def _wait_until_healthy(api_url: str, process: subprocess.Popen, log_file: Path,
     raise PrefectServerError(f"Prefect server not healthy after {timeout_s:.0f} s (log {log_file})")
 
 
-def ensure_server(home: Path | None = None, port: int | None = None, log_dir: Path = Path("logs")) -> str:
+def ensure_server(home: Path | None = None, port: int | None = None, log_dir: Path = Path("logs"),
+                  use_env: bool = True) -> str:
     """The API URL of the server to report to: the user's (PREFECT_API_URL), the project's running one, or a
     new one started in the background (it outlives this process; `down` stops it)."""
-    if os.environ.get("PREFECT_API_URL"):
+    if use_env and os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
     home = home or prefect_home()
     with _locked(home):

@@ -23,6 +23,9 @@ def save_adapter(model: PeftModel, out_dir: Path, base_ref: str) -> None:
     config_path = out_dir / "adapter_config.json"
     config = json.loads(config_path.read_text())
     config["base_model_name_or_path"] = base_ref
+    # peft writes target modules from a set, in an order that changes with each process's hash seed
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 

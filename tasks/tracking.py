@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sqlite3
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,12 +16,45 @@ from typing import Any
 
 import mlflow
 import yaml
+from mlflow import MlflowClient
 from mlflow.entities import Run
 from pydantic import BaseModel
 
 EXPERIMENT = os.environ.get("SELFCHAT_EXPERIMENT", "selfchat")
 PIPELINE_ENV = "SELFCHAT_PIPELINE_ID"
 ARTIFACT_ROOT = Path("mlartifacts")
+log = logging.getLogger(__name__)
+
+
+def _complete(db: Path) -> bool:
+    """MLflow writes its schema version last: without it the tables were never all created."""
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as connection:
+            return bool(connection.execute("select version_num from alembic_version").fetchone())
+    except sqlite3.Error:
+        return False
+
+
+def ensure_tracking_store() -> None:
+    """Create a local sqlite tracking store atomically: built under a temporary name and moved into place
+    when complete, so a kill during MLflow's first-time table creation leaves no half-made database. One
+    left by an older version is moved aside (kept, never deleted) and a new one made."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if db.exists():
+        if _complete(db):
+            return
+        aside = db.with_name(f"{db.name}.incomplete-{int(time.time())}")
+        os.replace(db, aside)
+        log.warning("tracking store %s was left half-created by an interrupted first run: moved to %s, "
+                    "creating a new one", db, aside)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    building = db.with_name(f".{db.name}.{os.getpid()}.creating")
+    building.unlink(missing_ok=True)
+    MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments(max_results=1)  # creates every table
+    os.replace(building, db)
 
 
 def ensure_experiment(name: str = EXPERIMENT) -> str:
@@ -100,6 +137,7 @@ def _parent_run(experiment_id: str, pipeline_id: str) -> str:
 @contextmanager
 def stage_run(stage: str, params: BaseModel) -> Iterator[Run]:
     """Child run of this pipeline run (SELFCHAT_PIPELINE_ID groups `dvc repro`'s separate processes)."""
+    ensure_tracking_store()
     experiment_id = ensure_experiment()
     pipeline_id = os.environ.get(PIPELINE_ENV) or uuid.uuid4().hex[:12]
     parent_id = _parent_run(experiment_id, pipeline_id)

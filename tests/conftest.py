@@ -70,3 +70,20 @@ def teacher_url(tmp_path_factory: pytest.TempPathFactory):
     log = tmp_path_factory.mktemp("teacher") / "server.log"
     with llama_cpp_server(embedded_teacher_gguf(), "SmolLM2-135M-Instruct", 2, 2048, log) as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """One real Prefect server for every test that runs stages, as `make run` has one for every stage."""
+    from tasks.collect.teacher import free_port
+    from tasks.prefect_server import ensure_server, stop_server
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    yield ensure_server(home, port=free_port(), log_dir=home, use_env=False)
+    stop_server(home)
+
+
+def stage_env(prefect_api: str, **extra: str) -> dict[str, str]:
+    """The environment of a stage run by a test: the project's own settings, not the developer's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "DVC_", "SELFCHAT_"))}
+    return {**env, "PREFECT_API_URL": prefect_api, **extra}

@@ -120,3 +120,13 @@ def test_register_and_load_by_alias(trained, tiny_base, tmp_path):
         assert torch.allclose(logits(model, examples), logits(reloaded, examples), atol=1e-6)
     finally:
         mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_training_twice_gives_the_same_adapter(tiny_base, tiny_tokenizer, bf16):
+    examples, _ = build_examples(DIALOGUES, tiny_tokenizer, "baize", 128)
+    params = PARAMS.model_copy(update={"max_steps": 3, "bf16": bf16})
+    runs = [train_lora(tiny_base, tiny_tokenizer, examples, params, lambda step, loss: None)[0] for _ in range(2)]
+    first, second = (dict(model.named_parameters()) for model in runs)
+    lora = [name for name in first if "lora_" in name]
+    assert lora and all(torch.equal(first[name], second[name]) for name in lora)

@@ -10,11 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
+from tests.conftest import stage_env
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
+STAGES = ["base", "seeds", "collect", "validate", "train", "evaluate", "register"]
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -28,11 +32,11 @@ def lines(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> tuple[Path, dict[str, str]]:
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, prefect_api: str) -> tuple[Path, dict[str, str]]:
     project = tmp_path_factory.mktemp("project")
     for item in ("flows", "tasks", "expectations"):
         shutil.copytree(ROOT / item, project / item, ignore=shutil.ignore_patterns("__pycache__"))
-    for item in ("dvc.yaml", ".dvcignore", ".gitignore"):
+    for item in ("dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml"):
         shutil.copy(ROOT / item, project / item)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["base"]["model"] = str(tiny_base)
@@ -42,16 +46,23 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> tuple[
     params["train"].update(max_steps=3, warmup_steps=0, batch_size=2, bf16=False, max_length=128)
     params["evaluate"].update(should_refuse=[{"name": "jailbreakbench", "limit": 2}],
                               should_answer=[{"name": "overrefusal_benign_edgy", "limit": 2}], max_new_tokens=8)
+    # gates a random tiny model passes, so the champion alias must move (gates that reject: unit tests)
+    params["register"].update(max_perplexity_ratio=100.0, min_refusal_rate=0.0, min_answer_rate=0.0)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "DVC_", "SELFCHAT_"))}
-    env.update(PATH=f"{Path(sys.executable).parent}:{env['PATH']}", SELFCHAT_PIPELINE_ID="itest-1",
-               PYTHONPATH=str(project))
+    env = stage_env(prefect_api, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                    SELFCHAT_PIPELINE_ID="itest-1", PYTHONPATH=str(project))
     run(["git", "init", "-q"], project, env)
     run(["dvc", "init", "-q"], project, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], project, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], project, env)
-    run(["dvc", "repro"], project, env)
+    repro = run(["dvc", "repro"], project, env)
+    (project / "repro.log").write_text(repro.stdout + repro.stderr)
     return project, env
+
+
+def out_hashes(root: Path) -> dict[str, str]:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}
 
 
 def registry(project: Path):
@@ -100,17 +111,54 @@ def test_registry_entry_alias_and_grouped_runs(project):
     version = client.get_model_version_by_alias("selfchat-adapter", "challenger")
     assert str(version.version) == "1"
     assert version.tags["dvc.data/train.jsonl"] and version.tags["train.lora.r"] == "8"
-    register = json.loads((root / "metrics/register.json").read_text())
-    if register["promoted"]:
-        assert str(client.get_model_version_by_alias("selfchat-adapter", "champion").version) == "1"
+    assert json.loads((root / "metrics/register.json").read_text())["promoted"] is True
+    assert str(client.get_model_version_by_alias("selfchat-adapter", "champion").version) == "1"
     runs = client.search_runs([client.get_experiment_by_name("selfchat").experiment_id],
                               "tags.`selfchat.pipeline_id` = 'itest-1'")
     parents = [r for r in runs if r.data.tags["selfchat.role"] == "pipeline"]
     stages = {r.data.tags["selfchat.stage"] for r in runs if r.data.tags["selfchat.role"] == "stage"}
     assert len(parents) == 1
-    assert stages == {"base", "seeds", "collect", "validate", "train", "evaluate", "register"}
+    assert stages == set(STAGES)
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
                for r in runs if r.data.tags["selfchat.role"] == "stage")
+
+
+def test_every_stage_reported_to_the_one_prefect_server(project, prefect_api):
+    flows = {f["name"] for f in httpx.post(f"{prefect_api}/flows/filter", json={}).json()}
+    assert set(STAGES) <= flows
+    completed = httpx.post(f"{prefect_api}/flow_runs/count", json={
+        "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).json()
+    assert completed >= len(STAGES)
+    repro = (project[0] / "repro.log").read_text()
+    assert "Running stage 'collect'" in repro and "temporary server" not in repro.lower(), \
+        "no stage starts a Prefect server of its own"
+
+
+def test_same_inputs_give_byte_identical_outputs(project):
+    """Every stage again from scratch (the collection journal removed, so the teacher is asked anew): the
+    same hashes in dvc.lock, so nothing downstream looks changed. Metrics files that report timings, and the
+    registry's version number, are allowed to differ."""
+    root, env = project
+    before = out_hashes(root)
+    shutil.rmtree(root / "data/collect")
+    run(["dvc", "repro", "--force"], root, {**env, "SELFCHAT_PIPELINE_ID": "itest-again"})
+    after = out_hashes(root)
+    timed = {"metrics/collect.json", "metrics/quality.json", "metrics/train.json", "metrics/register.json"}
+    assert {k: v for k, v in after.items() if k not in timed} == {k: v for k, v in before.items() if k not in timed}
+    assert {"data/dialogues.jsonl", "data/train.jsonl", "models/adapter", "metrics/eval.json"} <= after.keys()
+
+
+def test_editing_a_shared_module_reruns_exactly_the_stages_that_import_it(project):
+    root, env = project
+    matcher = root / "tasks/refusal.py"
+    original = matcher.read_text()
+    matcher.write_text(original.replace("i must decline|", "i must decline|i refuse|"))
+    try:
+        status = run(["dvc", "status", "--json"], root, env).stdout
+        assert set(json.loads(status)) == {"validate", "evaluate"}
+    finally:
+        matcher.write_text(original)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
 
 
 def test_rerun_does_nothing_then_prefect_pipeline_reruns_only_what_changed(project):
@@ -126,7 +174,7 @@ def test_rerun_does_nothing_then_prefect_pipeline_reruns_only_what_changed(proje
     assert "stage collect: unchanged" in out.stdout + out.stderr
     assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout
     client = registry(root)
-    assert str(client.get_model_version_by_alias("selfchat-adapter", "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias("selfchat-adapter", "challenger").version) == "3"
     ran = {r.data.tags["selfchat.stage"] for r in client.search_runs(
         [client.get_experiment_by_name("selfchat").experiment_id],
         "tags.`selfchat.pipeline_id` = 'itest-2' and tags.`selfchat.role` = 'stage'")}

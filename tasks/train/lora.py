@@ -19,6 +19,7 @@ from transformers import (
     Trainer,
     TrainerCallback,
     TrainingArguments,
+    set_seed,
 )
 
 from tasks.config import TrainParams
@@ -69,6 +70,7 @@ def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: lis
     if not examples:
         raise TrainingError("no training examples: the train split is empty")
     torch.set_num_threads(params.threads)
+    set_seed(params.seed)  # LoRA's A matrices are drawn when the model is made, before the Trainer seeds
     model = lora_model(base_dir, params, dtype)
     trainable, total = model.get_nb_trainable_parameters()
     dataset = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import httpx
 
 PASS, RATE_LIMITED, SERVER_ERROR, SLOW, TRUNCATED, MALFORMED = "pass", "429", "500", "slow", "truncated", "malformed"
 UNAUTHORIZED = "401"
+ECHO_KEY = "500-echoing-the-key"  # a broken server that prints the caller's key in several spellings
 
 
 @dataclass
@@ -101,6 +103,11 @@ class FaultProxy:
         if fault == UNAUTHORIZED:  # worded like OpenAI's, which echoes a masked key
             body = b'{"error": {"message": "Incorrect API key provided: sk-proj-abc1****wxyz"}}'
             return self._send(writer, 401, body)
+        if fault == ECHO_KEY:
+            key = next((v for k, v in headers.items() if k.lower() == "authorization"), "").removeprefix("Bearer ")
+            bare = key.split("-")[-1]
+            message = f"upstream rejected {key}; token {bare}; KEY={key.upper()}; hint ...{key[5:17]}..."
+            return self._send(writer, 500, json.dumps({"error": {"message": message}}).encode())
         if fault == SERVER_ERROR:
             return self._send(writer, 500, b'{"error": {"message": "injected server error"}}')
         if fault == MALFORMED:

@@ -127,6 +127,26 @@ def test_ctrl_c_stops_promptly_with_the_journal_intact_and_a_resume_hint(project
     _, stderr = process.communicate(timeout=60)  # a bound for a hung process, not a speed claim
     print(f"exited {time.monotonic() - interrupted:.1f} s after Ctrl-C")
     assert process.returncode == 130
-    assert stderr.strip().splitlines()[-1] == "error: interrupted; run the stage again to resume (finished work is kept)"
+    hint = "error: interrupted; run the stage again to resume (finished work is kept)"
+    assert stderr.strip().splitlines()[-1] == hint
     entries = [json.loads(line) for line in journal.read_text().splitlines()]  # every line whole
     assert 2 <= len(entries) < planned
+
+
+def test_a_second_collection_on_the_same_journal_is_refused_before_any_request(project, prefect_api):
+    root, fault_proxy, _ = project
+    command, env = collect_command(prefect_api)
+    first = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        journal = wait_for_journal_lines(root, first, 1)
+        before = len(journal.read_text().splitlines())
+        second = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines()[-1] == (f"error: {journal.relative_to(root)} is in use by another collection "
+                                         f"(pid {first.pid}); wait for it to finish or stop it, then run again")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    ids = [json.loads(line)["record"]["id"] for line in journal.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) >= before, "one writer: no dialogue journaled twice"

@@ -10,11 +10,12 @@ import pytest
 
 from tasks.collect.collector import Collector, collect_batch, plan_jobs, run_in_batches
 from tasks.collect.journal import Journal
-from tasks.collect.retries import FatalTeacherError
+from tasks.collect.retries import FatalTeacherError, TeacherOutage
 from tasks.collect.teacher import teacher_client
 from tasks.config import CollectParams
 from tasks.dialogue import ROLE_TAG
 from tests.fault_proxy import (
+    ECHO_KEY,
     MALFORMED,
     RATE_LIMITED,
     SERVER_ERROR,
@@ -140,3 +141,37 @@ def test_budget_stops_before_crossing_and_a_rerun_resumes(teacher_url, tmp_path)
     assert second.counts["ok"] + second.counts["quarantine"] == 4 - done, "resumed only what was missing"
     lines = [json.loads(line)["record"]["id"] for line in journal_file.read_text().splitlines()]
     assert len(lines) == len(set(lines)) == 4
+
+
+def test_an_outage_stops_early_and_a_rerun_heals_the_corpus(teacher_url, tmp_path):
+    """A closed port: the circuit breaker stops the run after a few requests instead of trying every seed
+    for minutes; after the endpoint is fixed, the dialogues it quarantined are asked again."""
+    from tasks.collect.teacher import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    seed_list = seeds(["How do I boil an egg?", "What is a fever?", "How do I reset my router?", "Why is ice cold?",
+                       "What does a CPU do?", "What is a prime number?"])
+    config = params(concurrency=1, teacher={"max_retries": 1, "max_consecutive_failures": 3})
+    journal_file = tmp_path / "journal.jsonl"
+    with pytest.raises(TeacherOutage, match="teacher unreachable: 3 requests in a row failed .*APIConnectionError"):
+        run_collector(closed, config, seed_list, journal_file)
+    lines = [json.loads(line) for line in journal_file.read_text().splitlines()]
+    assert [entry["status"] for entry in lines] == ["retry_later"], "stopped at the breaker, not after every seed"
+    healed = run_collector(teacher_url, config, seed_list, journal_file)
+    kept, quarantined = healed.results(plan_jobs(seed_list, config))
+    assert len(kept) + len(quarantined) == 6 and not any(q.get("retry_next_run") for q in quarantined)
+    assert healed.counts["ok"] + healed.counts["quarantine"] == 6, "the outage's dialogue was asked again"
+
+
+def test_the_key_never_reaches_a_reason_in_any_spelling(proxy, tmp_path, monkeypatch):
+    key = "sk-proj-Zq7RtY2uVw9XkLm4Np8B"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    _, base_url = proxy(choose=lambda number, body: ECHO_KEY)
+    config = params(concurrency=1, teacher={"max_retries": 0, "max_consecutive_failures": 2})
+    with pytest.raises(TeacherOutage) as stopped:
+        run_collector(base_url, config, seeds(["What is a fever?", "Why is ice cold?", "How do I boil an egg?"]),
+                      tmp_path / "journal.jsonl")
+    written = (tmp_path / "journal.jsonl").read_text() + str(stopped.value)
+    assert "upstream rejected ***" in written
+    for run in range(len(key) - 8 + 1):
+        assert key[run:run + 8].lower() not in written.lower()

@@ -80,7 +80,9 @@ def test_transient_faults_are_retried_and_a_failing_seed_is_quarantined_with_its
     poisoned = [q for q in quarantined if q["topic"].startswith(POISON)]
     assert len(poisoned) == 1
     assert poisoned[0]["reason"].startswith("teacher error after 6 attempt(s): InternalServerError")
-    assert all(q["reason"].startswith("unparseable transcript") for q in quarantined if q not in poisoned)
+    # 32 tokens leave some transcripts without a whole AI turn
+    assert all(q["reason"].startswith(("unparseable transcript", "cut off by max_tokens"))
+               for q in quarantined if q not in poisoned)
     assert [f for f in fault_proxy.faults() if f != "pass"].count(SERVER_ERROR) == 1 + 6
     # every injected fault cost one retry, the poisoned seed used all 5 of its own; only its last failure
     # was not retried (a genuinely slow reply on a busy machine may add a timeout and a retry)

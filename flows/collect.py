@@ -61,6 +61,7 @@ async def collect(params_file: str = "params.yaml") -> dict:
                 await run_in_batches(collector, pending, step(collect_batch, "self-chat batch",
                                                               task_run_name="batch-{number}"))
         kept, quarantined = collector.results(plan)
+        collected = len(kept)  # the teacher's share, before imports join
         for imported, rejected in imports:
             kept, quarantined = kept + imported, quarantined + rejected
         stats = collect_metrics(collector, plan, resumed, retried, time.monotonic() - started, kept, quarantined)
@@ -70,10 +71,10 @@ async def collect(params_file: str = "params.yaml") -> dict:
             raise BudgetExhausted(
                 f"budget reached ({collector.ledger.describe_budget()}) with {stats['pending']} of {len(plan)} "
                 f"dialogues still to collect; raise collect.budget and run again to resume from {journal.path}")
+        check_enough_kept(collected, len(plan), params.min_kept_fraction, journal.path)
         write_jsonl(DIALOGUES, kept)
         write_jsonl(QUARANTINE_COLLECT, quarantined)
         mlflow.log_artifact(str(QUARANTINE_COLLECT))
-        check_enough_kept(len(kept), len(plan), params.min_kept_fraction)
     print(f"{stats['dialogues']} dialogues, {stats['quarantined']} quarantined; this run: "
           f"{stats['requests']} requests, {stats['retries']} retries, {stats['completion_tokens']} completion "
           f"tokens, ${stats['cost_usd']:.4f} in {stats['seconds']} s")

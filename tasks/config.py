@@ -63,6 +63,9 @@ class TeacherParams(_Strict):
     # the circuit breaker: this many requests in a row that cannot reach the teacher (connection failures,
     # 5xx) stop the stage with one line instead of quarantining every seed
     max_consecutive_failures: Annotated[int, Field(ge=1)] = 8
+    # a dialogue quarantined by a transient failure (retries ran out on 429/5xx/timeouts) is asked again by
+    # this many later runs; then it stays quarantined (a prompt that always breaks the server)
+    rerun_transient_failures: Annotated[int, Field(ge=0)] = 2
     server_threads: PositiveInt = 2
     context_size: Annotated[int, Field(ge=256)] = 2048
 

@@ -82,12 +82,31 @@ def _recorded(home: Path) -> dict | None:
         return None
 
 
-def _wait_until_healthy(api_url: str, process: subprocess.Popen, log_file: Path, timeout_s: float) -> None:
+def _our_server(pid: int) -> bool:
+    """The recorded pid is still a Prefect server (not a process that reused the pid)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"prefect" in command and b"server" in command
+
+
+def _stop(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _our_server(pid):
+            time.sleep(0.2)
+        if _our_server(pid):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _wait_until_healthy(api_url: str, process: subprocess.Popen | None, log_file: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if healthy(api_url):
             return
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             tail = log_file.read_text(errors="replace")[-1500:]
             raise PrefectServerError(f"Prefect server exited with code {process.returncode} (log {log_file}):\n{tail}")
         time.sleep(0.5)
@@ -103,7 +122,9 @@ def ensure_server(home: Path | None = None, port: int | None = None, log_dir: Pa
     home = home or prefect_home()
     with _locked(home):
         state = _recorded(home)
-        if state and healthy(state["api_url"]):
+        if state and _our_server(state["pid"]):
+            # running, perhaps busy or still starting: wait for it rather than start a second one
+            _wait_until_healthy(state["api_url"], None, log_dir / "prefect-server.log", STARTUP_TIMEOUT_S)
             return state["api_url"]
         port = port or (DEFAULT_PORT if _port_free(DEFAULT_PORT) else _free_port())
         api_url = f"http://127.0.0.1:{port}/api"
@@ -117,7 +138,12 @@ def ensure_server(home: Path | None = None, port: int | None = None, log_dir: Pa
                 stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True)  # not killed with the stage that started it
         _state_file(home).write_text(json.dumps({"pid": process.pid, "api_url": api_url}))
-        _wait_until_healthy(api_url, process, log_file, STARTUP_TIMEOUT_S)
+        try:
+            _wait_until_healthy(api_url, process, log_file, STARTUP_TIMEOUT_S)
+        except PrefectServerError:
+            _stop(process.pid)
+            _state_file(home).unlink(missing_ok=True)
+            raise
         return api_url
 
 
@@ -127,11 +153,8 @@ def stop_server(home: Path | None = None) -> str:
         state = _recorded(home)
         if not state:
             return "no Prefect server was started by this project"
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(state["pid"], signal.SIGTERM)
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and healthy(state["api_url"], 0.5):
-                time.sleep(0.3)
+        if _our_server(state["pid"]):
+            _stop(state["pid"])
         _state_file(home).unlink(missing_ok=True)
         return f"stopped the Prefect server at {state['api_url']}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -31,8 +32,8 @@ def _complete(db: Path) -> bool:
     try:
         with contextlib.closing(sqlite3.connect(db)) as connection:
             return bool(connection.execute("select version_num from alembic_version").fetchone())
-    except sqlite3.Error:
-        return False
+    except sqlite3.OperationalError as exc:
+        return "no such table" not in str(exc)  # locked or busy: in use, so not half-made
 
 
 def ensure_tracking_store() -> None:
@@ -43,6 +44,15 @@ def ensure_tracking_store() -> None:
     if not uri.startswith("sqlite:///"):
         return
     db = Path(uri.removeprefix("sqlite:///"))
+    if db.exists() and _complete(db):
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with db.with_name(f".{db.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two first runs at once: one creates, the other finds it made
+        _create_store(db)
+
+
+def _create_store(db: Path) -> None:
     if db.exists():
         if _complete(db):
             return
@@ -50,7 +60,6 @@ def ensure_tracking_store() -> None:
         os.replace(db, aside)
         log.warning("tracking store %s was left half-created by an interrupted first run: moved to %s, "
                     "creating a new one", db, aside)
-    db.parent.mkdir(parents=True, exist_ok=True)
     building = db.with_name(f".{db.name}.{os.getpid()}.creating")
     building.unlink(missing_ok=True)
     MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments(max_results=1)  # creates every table

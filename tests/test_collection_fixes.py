@@ -98,6 +98,14 @@ def test_the_same_question_from_two_sources_never_sits_on_both_sides_of_the_spli
     train, heldout = split_by_seed(records, 0.3, seed=1, min_heldout_seeds=8, seed_groups=groups)
     sides = {r["seed_id"]: "train" for r in train} | {r["seed_id"]: "heldout" for r in heldout}
     assert all(sides[f"s{i}"] == sides[f"t{i}"] for i in range(40))
+    # reworded, not only re-punctuated: 6 shared words and one of its own on each side, Jaccard 0.75
+    reworded = {}
+    for i in range(60):
+        shared = rng.sample(words, 6)
+        reworded |= {f"a{i}": " ".join([*shared, f"only{i}a"]), f"b{i}": " ".join([*shared, f"only{i}b"])}
+    groups = near_duplicate_groups(reworded, 0.7)
+    assert all(groups[f"a{i}"] == groups[f"b{i}"] for i in range(60))
+    assert len(set(groups.values())) == 60
     assert heldout and train
     ungrouped_train, _ = split_by_seed(records, 0.3, seed=1, min_heldout_seeds=8)
     ungrouped = {r["seed_id"] for r in ungrouped_train}

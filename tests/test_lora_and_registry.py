@@ -23,7 +23,7 @@ DIALOGUES = [
     dialogue("c", [("human", "Python lists?"), ("ai", "Lists hold items in order."),
                    ("human", "And loops?"), ("ai", "Loops repeat a block for each item.")]),
 ]
-PARAMS = TrainParams(max_steps=25, batch_size=3, learning_rate=5e-3, warmup_steps=0, bf16=False,
+PARAMS = TrainParams(max_steps=40, batch_size=3, learning_rate=5e-3, warmup_steps=0, bf16=False,
                      max_length=128, lora={"r": 4, "alpha": 8, "dropout": 0.0})
 
 

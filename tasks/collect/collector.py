@@ -186,9 +186,12 @@ class Collector:
             raise
         except Exception as exc:  # the last attempt's error after retries, or one not worth retrying
             message = redact(str(exc), os.environ.get(self.params.teacher.api_key_env))
-            reason = f"teacher error after {usage['attempts']} attempt(s): {type(exc).__name__}: {message}"
-            # retries ran out on a failure that may pass (429, 5xx, timeout): asked again by the next run
-            transient = is_retryable(exc)
+            # retries ran out on a failure that may pass (429, 5xx, timeout): asked again by the next runs,
+            # up to teacher.rerun_transient_failures of them
+            earlier = self.journal.transient_failures(job.id) if is_retryable(exc) else 0
+            transient = is_retryable(exc) and earlier < self.params.teacher.rerun_transient_failures
+            runs = f" in each of {earlier + 1} runs" if earlier else ""
+            reason = f"teacher error after {usage['attempts']} attempt(s){runs}: {type(exc).__name__}: {message}"
             status = RETRY_LATER if transient else QUARANTINE
             record = {**record, "stage": "collect", "reason": reason[:500], "retry_next_run": transient}
         record["usage"] = usage
@@ -285,8 +288,9 @@ async def run_in_batches(collector: Collector, pending: list[Job],
     await asyncio.gather(*(start(jobs, number) for number, jobs in enumerate(batches, 1)))
 
 
-def check_enough_kept(kept: int, planned: int, min_fraction: float) -> None:
+def check_enough_kept(kept: int, planned: int, min_fraction: float, journal: Path) -> None:
+    """Before any output is written: a failed collection must not replace the last good corpus."""
     if planned and kept < min_fraction * planned:
         raise TooFewDialogues(
             f"only {kept} of {planned} planned dialogues were kept (collect.min_kept_fraction is {min_fraction:.0%}); "
-            "see data/quarantine/collect.jsonl and metrics/collect.json for why")
+            f"the reasons are in metrics/collect.json and every reply is in {journal}")

@@ -79,6 +79,8 @@ class Journal:
                     raise ValueError("torn")
                 entry = json.loads(line)
                 record_id = entry["record"]["id"]
+                if entry["status"] not in (*FINAL, RETRY_LATER, ABANDONED):
+                    raise ValueError(f"unknown status {entry['status']!r}")
             except (ValueError, KeyError, TypeError):
                 bad.append((offset, line))
             else:
@@ -111,6 +113,10 @@ class Journal:
         previous = self.entries.get(record_id)
         if previous is None or previous["status"] not in FINAL:
             self.entries[record_id] = entry
+
+    def transient_failures(self, dialogue_id: str) -> int:
+        """How many earlier runs ended this dialogue with a transient teacher failure."""
+        return sum(1 for entry in self.lines if entry["record"]["id"] == dialogue_id and entry["status"] == RETRY_LATER)
 
     def done(self, dialogue_id: str) -> bool:
         """Finished for good: kept or quarantined for a reason that a rerun would not change."""

@@ -97,7 +97,7 @@ def api_key(params: TeacherParams, base_url: str) -> str:
 
 
 def teacher_client(params: TeacherParams, base_url: str) -> AsyncOpenAI:
-    # No SDK retries: tasks.retries retries every transient failure itself, so each one is counted, a
+    # No SDK retries: tasks/collect/retries.py retries every transient failure itself, so each one is counted, a
     # Retry-After pauses every request, and the last failure quarantines the seed with its reason.
     return AsyncOpenAI(base_url=base_url, api_key=api_key(params, base_url), timeout=params.timeout_s,
                        max_retries=0)

@@ -47,7 +47,8 @@ class Template:
 
 
 # collect.template picks one by name
-TEMPLATES = {"baize_v1": Template("baize_v1.2", baize_v1_messages)}
+# v1.3: replies cut off by max_tokens are trimmed to whole turns (records of v1.2 may end mid-answer)
+TEMPLATES = {"baize_v1": Template("baize_v1.3", baize_v1_messages)}
 
 
 async def transcript_dialogue(chat: Chat, seed_text: str, template: str = "baize_v1") -> dict[str, Any]:
@@ -56,7 +57,7 @@ async def transcript_dialogue(chat: Chat, seed_text: str, template: str = "baize
     A reply cut off by max_tokens ends in the middle of a turn: that turn is dropped (and any human turn
     left unanswered), so no half answer is trained on as if complete."""
     reply = await chat(TEMPLATES[template].messages(seed_text))
-    fields: dict[str, Any] = {"raw": reply.text, "finish_reason": reply.finish_reason}
+    fields: dict[str, Any] = {"raw": reply.text, "finish_reason": reply.finish_reason, "turns_cut_off": 0}
     try:
         turns = parse_transcript(reply.text)
     except TranscriptError as exc:

@@ -14,7 +14,8 @@ from tasks.collect.chat import Chat, Rejected, Reply
 from tasks.config import TurnsParams
 from tasks.dialogue import AI, HUMAN, ROLE_TAG, Turn
 
-TEMPLATE_VERSION = "turns_v1.1"
+# v1.2: replies cut off by max_tokens end the dialogue at the last whole turn
+TEMPLATE_VERSION = "turns_v1.2"
 
 _ASSISTANT_SYSTEM = ("You are a helpful AI assistant. Give clear, correct and detailed answers. Refuse requests "
                      "that are harmful or unethical, and say why.")

@@ -62,10 +62,12 @@ def find_duplicates(records: list[dict[str, Any]], threshold: float,
 
 
 def near_duplicate_groups(texts: dict[str, str], threshold: float) -> dict[str, str]:
-    """{id: group id} where texts whose word sets overlap by at least `threshold` (Jaccard, exact) share a
-    group, transitively; a group is named by its smallest id. For short texts such as seed questions."""
+    """{id: group id} where texts whose word sets overlap by at least `threshold` (Jaccard) share a group,
+    transitively; a group is named by its smallest id. For short texts such as seed questions: LSH at a
+    much lower threshold proposes candidates (so pairs near the threshold are not missed), and the exact
+    Jaccard of the word sets decides."""
     words = {key: set(re.findall(r"\w+", text.lower())) for key, text in texts.items()}
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    lsh = MinHashLSH(threshold=max(0.2, threshold - 0.3), num_perm=NUM_PERM)
     template = MinHash(num_perm=NUM_PERM, seed=1)
     parent = {key: key for key in texts}
 

@@ -174,7 +174,9 @@ class TrainParams(_Strict):
     grad_accum: PositiveInt = 1
     max_length: Annotated[int, Field(ge=32)] = 384
     warmup_steps: Annotated[int, Field(ge=0)] = 2
-    bf16: bool = True
+    # bf16 autocast: "auto" uses it where the hardware computes bf16 natively (CUDA, or a CPU with AVX512-BF16
+    # or AMX); elsewhere it falls back to reference kernels ~100x slower than fp32 (seen on an AVX2 CPU)
+    bf16: bool | Literal["auto"] = "auto"
     quantization: Literal["none", "8bit", "4bit"] = "none"
     seed: int = 0
     threads: PositiveInt = 2

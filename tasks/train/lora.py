@@ -45,6 +45,23 @@ def quantization_config(mode: str) -> BitsAndBytesConfig | None:
                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
 
 
+def native_bf16() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def use_bf16(setting: bool | str) -> bool:
+    """train.bf16 resolved for this machine; forcing it where it is emulated is allowed, with a warning."""
+    native = native_bf16()
+    if setting == "auto":
+        log.info("bf16 autocast %s (native bf16: %s)", "on" if native else "off", native)
+        return native
+    if setting and not native:
+        log.warning("train.bf16 is true but this machine has no native bf16: training will be far slower than fp32")
+    return bool(setting)
+
+
 def lora_model(base_dir: Path, params: TrainParams, dtype: str = "float32") -> PreTrainedModel:
     """`dtype` is base.dtype, the precision the base weights are kept in (LoRA weights follow it)."""
     quant = quantization_config(params.quantization)
@@ -80,7 +97,7 @@ def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: lis
             gradient_accumulation_steps=params.grad_accum, learning_rate=params.learning_rate,
             warmup_steps=params.warmup_steps, lr_scheduler_type="cosine", logging_steps=1,
             save_strategy="no", report_to="none", seed=params.seed, data_seed=params.seed,
-            bf16=params.bf16, use_cpu=not torch.cuda.is_available(), remove_unused_columns=False,
+            bf16=use_bf16(params.bf16), use_cpu=not torch.cuda.is_available(), remove_unused_columns=False,
             dataloader_num_workers=0,
         )
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE)
@@ -90,5 +107,6 @@ def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: lis
     trained_tokens = sum(sum(label != IGNORE for label in e.labels) for e in examples)
     summary = {"train_loss": float(result.training_loss), "train_runtime_s": float(result.metrics["train_runtime"]),
                "trainable_params": float(trainable), "total_params": float(total),
-               "examples": float(len(examples)), "trained_tokens_per_epoch": float(trained_tokens)}
+               "examples": float(len(examples)), "trained_tokens_per_epoch": float(trained_tokens),
+               "bf16": float(args.bf16)}
     return model, summary

@@ -10,11 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from tests.conftest import stage_env
-from tests.fault_proxy import FaultProxy, scheduled
+from tests.fault_proxy import ECHO_KEY, FaultProxy, scheduled
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -151,3 +152,33 @@ def test_a_second_collection_on_the_same_journal_is_refused_before_any_request(p
         first.wait()
     ids = [json.loads(line)["record"]["id"] for line in journal.read_text().splitlines()]
     assert len(ids) == len(set(ids)) >= before, "one writer: no dialogue journaled twice"
+
+
+def test_a_key_echoed_by_the_server_reaches_no_output_log_or_store(tmp_path: Path, teacher_url: str, prefect_api: str):
+    """The whole stage against a server that prints the caller's key in several spellings: stderr, the
+    Prefect server's logs and flow run states, MLflow and every file written hold no 8 characters of it."""
+    key = "sk-proj-Hq3Wd8Lp2Xv6Tn9Rb4Kc"
+    fault_proxy = FaultProxy(upstream=teacher_url.removesuffix("/v1"), choose=lambda number, body: ECHO_KEY)
+    base_url = fault_proxy.start()
+    try:
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data/seeds.jsonl").write_text("".join(
+            json.dumps({"id": f"seed{i}", "source": "test", "domain": "general", "text": t}) + "\n"
+            for i, t in enumerate(["What is a fever?", "Why is ice cold?", "How do I boil an egg?"])))
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["collect"]["teacher"].update(base_url=base_url, max_retries=0, max_consecutive_failures=2)
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        command, env = collect_command(prefect_api)
+        result = subprocess.run(command, cwd=tmp_path, env={**env, "OPENAI_API_KEY": key}, capture_output=True,
+                                text=True, timeout=300)
+    finally:
+        fault_proxy.stop()
+    assert result.returncode == 1 and "error: teacher unreachable" in result.stderr
+    assert "upstream rejected ***" in result.stderr
+    logs = httpx.post(f"{prefect_api}/logs/filter", json={}).text
+    states = httpx.post(f"{prefect_api}/flow_runs/filter", json={}).text
+    written = b"".join(f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()).decode("utf-8", "replace")
+    everything = (result.stdout + result.stderr + logs + states + written).lower()
+    assert "teacher unreachable" in states.lower() + logs.lower(), "the failure did reach Prefect"
+    leaked = [key[i:i + 8] for i in range(len(key) - 8 + 1) if key[i:i + 8].lower() in everything]
+    assert leaked == []

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import inspect
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,6 +50,21 @@ def fail(message: str, code: int = 1) -> None:
     raise SystemExit(code) from None
 
 
+INTERRUPTED = "interrupted; run the stage again to resume (finished work is kept)"
+
+
+class _CtrlC:
+    """Ctrl-C, remembered: a library on the way out may swallow the KeyboardInterrupt (or the cancellation
+    asyncio turns it into), but the stage must still end as interrupted."""
+
+    pressed = False
+
+    @classmethod
+    def handler(cls, signum: int, frame: Any) -> None:
+        cls.pressed = True
+        raise KeyboardInterrupt
+
+
 def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, needs: Sequence[Path] = ()) -> None:
     """`python -m flows.<stage>`: check the params and that the input files it `needs` exist, then run the
     flow reporting to the project's Prefect server (started once, shared by every stage; see
@@ -59,10 +75,18 @@ def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, 
     except MissingInput as exc:
         fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # our own handler (asyncio.run keeps a non-default one): the interrupt is raised where the code is
+    signal.signal(signal.SIGINT, _CtrlC.handler)
     try:
         with temporary_settings(updates={PREFECT_API_URL: ensure_server()}):
             call_flow(flow, params_file=args.params)
     except SelfchatError as exc:  # Prefect has logged the failed run; the user gets the reason
-        fail(str(exc))
-    except KeyboardInterrupt:
-        fail("interrupted; run the stage again to resume (finished work is kept)", 130)
+        fail(INTERRUPTED if _CtrlC.pressed else str(exc), 130 if _CtrlC.pressed else 1)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        fail(INTERRUPTED, 130)
+    except Exception:
+        if _CtrlC.pressed:
+            fail(INTERRUPTED, 130)
+        raise
+    if _CtrlC.pressed:
+        fail(INTERRUPTED, 130)

@@ -127,7 +127,7 @@ def test_ctrl_c_stops_promptly_with_the_journal_intact_and_a_resume_hint(project
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=60)  # a bound for a hung process, not a speed claim
     print(f"exited {time.monotonic() - interrupted:.1f} s after Ctrl-C")
-    assert process.returncode == 130
+    assert process.returncode == 130, stderr[-3000:]
     hint = "error: interrupted; run the stage again to resume (finished work is kept)"
     assert hint in stderr.splitlines()
     entries = [json.loads(line) for line in journal.read_text().splitlines()]  # every line whole

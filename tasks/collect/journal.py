@@ -123,9 +123,6 @@ class Journal:
         entry = self.entries.get(dialogue_id)
         return entry is not None and entry["status"] in FINAL
 
-    def __contains__(self, dialogue_id: str) -> bool:
-        return self.done(dialogue_id)
-
     def append(self, status: str, record: dict[str, Any]) -> None:
         if self.done(record["id"]):
             raise ValueError(f"dialogue {record['id']} is already in {self.path}")

@@ -122,3 +122,13 @@ def test_the_key_is_redacted_in_every_spelling(echo: str):
     for run in range(len(key) - 8 + 1):
         assert key[run:run + 8].lower() not in shown.lower()
     assert redact("an unrelated error", key) == "an unrelated error"
+
+
+def test_too_few_kept_dialogues_fail_the_stage_and_enough_pass(tmp_path):
+    from tasks.collect.collector import TooFewDialogues, check_enough_kept
+
+    journal = tmp_path / "journal.jsonl"
+    with pytest.raises(TooFewDialogues, match=r"only 2 of 10 planned dialogues were kept .*25%.*journal.jsonl"):
+        check_enough_kept(2, 10, 0.25, journal)
+    check_enough_kept(3, 10, 0.25, journal)  # 30% >= 25%
+    check_enough_kept(0, 0, 0.25, journal)  # nothing planned (only imports): nothing to judge

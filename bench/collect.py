@@ -25,9 +25,10 @@ from openai import AsyncOpenAI
 from tasks.assets import ASSETS, read_texts
 from tasks.collect.collector import Collector, collect_batch, plan_jobs, run_in_batches
 from tasks.collect.journal import Journal
-from tasks.collect.teacher import embedded_teacher_gguf, llama_cpp_server, teacher_client
+from tasks.collect.teacher import teacher_client
 from tasks.collect.transcript_mode import baize_v1_messages
 from tasks.config import CollectParams
+from tasks.llm_endpoint import embedded_teacher_gguf, llama_cpp_server
 
 
 def request_kwargs(params: CollectParams, text: str) -> dict:

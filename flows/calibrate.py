@@ -1,0 +1,46 @@
+"""Stage 6, calibrate: the guardrail judge and the phrase matcher against human labels (JailbreakBench).
+
+Runs once per judge configuration; evaluate reports each verdict source's agreement next to its metrics
+and gates on the better-agreeing one."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+from prefect import flow
+
+from flows.stage import run_stage, step
+from tasks.calibrate.agreement import calibrate, labelled_responses
+from tasks.config import load_params
+from tasks.jsonl import write_json, write_jsonl
+from tasks.judge import RUBRIC_VERSION, Judge
+from tasks.llm_endpoint import endpoint
+from tasks.paths import CALIBRATION_REPORTS, LOGS, metrics_file
+from tasks.tracking import numeric_metrics, stage_run
+
+
+@flow(name="calibrate", log_prints=True)
+def calibrate_judge(params_file: str = "params.yaml") -> dict:
+    params = load_params(Path(params_file)).evaluate.judge
+    rows = labelled_responses(params.calibration_limit)
+    with stage_run("calibrate", params), endpoint(params, LOGS / "judge_server.log") as base_url:
+        metrics, records = step(calibrate, "judge-and-matcher-vs-humans")(
+            rows, Judge(params, base_url), params.concurrency, params.min_kappa)
+        metrics = {"judge_model": params.model, "rubric": RUBRIC_VERSION, **metrics}
+        shutil.rmtree(CALIBRATION_REPORTS, ignore_errors=True)
+        write_jsonl(CALIBRATION_REPORTS / "verdicts.jsonl", records)
+        write_json(metrics_file("calibrate"), metrics)
+        mlflow.log_metrics(numeric_metrics(metrics))
+        mlflow.log_artifacts(str(CALIBRATION_REPORTS), "calibrate")
+    for source in ("judge", "matcher"):
+        m = metrics[source]
+        print(f"{source}: agreement with humans {m['accuracy']} [{m['accuracy_low']}, {m['accuracy_high']}], "
+              f"kappa {m['kappa']} ({'trusted' if m['trustworthy'] else 'UNTRUSTWORTHY'}), "
+              f"{m['parse_failures']} unparsed of {len(rows)}")
+    return metrics
+
+
+if __name__ == "__main__":
+    run_stage(calibrate_judge)

@@ -1,0 +1,1 @@
+"""Stage 5, calibrate: how far the guardrail verdicts (LLM judge, phrase matcher) agree with human labels."""

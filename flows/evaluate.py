@@ -1,8 +1,11 @@
-"""Stage 6, evaluate: held-out perplexity (base vs adapter) and guardrail behaviour."""
+"""Stage 7, evaluate: base and adapter on the same items, with 95% intervals: held-out perplexity, multiple-
+choice benchmarks, guardrails (matcher and judge, with and without the guardrail prompt) and MT-Bench."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 from pathlib import Path
 
 import mlflow
@@ -10,40 +13,90 @@ from prefect import flow
 
 from flows.stage import run_stage, step
 from tasks.config import load_params
-from tasks.evaluate.guardrails import guardrail_behaviour
-from tasks.evaluate.perplexity import adapter_off, perplexity
+from tasks.evaluate.benchmarks import load_questions, score_questions
+from tasks.evaluate.compare import as_model
+from tasks.evaluate.guardrails import behaviour_items, guardrail_answers, judge_answers, sample_prompts
+from tasks.evaluate.mtbench import mtbench_answers, rate_answers, sample_questions, score_items
+from tasks.evaluate.perplexity import heldout_items
+from tasks.evaluate.report import plot_metrics, summarize, summary_markdown, verdict_source
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.masking import build_examples
-from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_REPORTS, HELDOUT, metrics_file
+from tasks.judge import Judge
+from tasks.llm_endpoint import endpoint
+from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, EVAL_REPORTS, HELDOUT, LOGS, metrics_file
+from tasks.stats import ADAPTER, BASE, MODELS
 from tasks.student import load_adapted, load_tokenizer
-from tasks.tracking import stage_run
+from tasks.tracking import numeric_metrics, stage_run
+
+
+def _value(metrics: dict, model: str, metric: str) -> str:
+    found = metrics[model].get(metric)
+    return f"{found['value']:.3g}" if found else "n/a"
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate(params_file: str = "params.yaml") -> dict[str, float]:
+def evaluate(params_file: str = "params.yaml") -> dict:
     all_params = load_params(Path(params_file))
-    params = all_params.evaluate
-    heldout = list(read_jsonl(HELDOUT))[: params.heldout_limit]
-    with stage_run("evaluate", params):
+    params, fmt, max_length = all_params.evaluate, all_params.train.format, all_params.train.max_length
+    calibration = json.loads(metrics_file("calibrate").read_text())
+    heldout = list(read_jsonl(HELDOUT))[: params.limit(params.heldout_limit)]
+    benchmarks = {b.name: load_questions(b.name, params.limit(b.limit), params.seed) for b in params.benchmarks}
+    prompts = (sample_prompts(params.should_refuse, "refuse", params.seed, params.limit)
+               + sample_prompts(params.should_answer, "answer", params.seed, params.limit))
+    questions = sample_questions(params.limit(params.mtbench.limit), params.seed)
+    seconds: dict[str, float] = {}
+    with stage_run("evaluate", params), endpoint(params.judge, LOGS / "judge_server.log") as judge_url:
         tokenizer = load_tokenizer(BASE_DIR)
         model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype)
-        examples, _ = build_examples(heldout, tokenizer, all_params.train.format, all_params.train.max_length)
-        with adapter_off(model):
-            base_ppl = step(perplexity, "perplexity-base")(model, examples)
-        adapter_ppl = step(perplexity, "perplexity-adapter")(model, examples)
-        behaviour, samples = step(guardrail_behaviour, "guardrails")(model, tokenizer, params)
-        metrics = {"perplexity_base": round(base_ppl, 4), "perplexity_adapter": round(adapter_ppl, 4),
-                   "perplexity_ratio": round(adapter_ppl / base_ppl, 4), "heldout_dialogues": float(len(examples)),
-                   **behaviour}
+        items, guardrail_samples, mtbench_samples = [], [], []
+        for name in MODELS:
+            with as_model(model, name):
+                started = time.perf_counter()
+                items += step(heldout_items, f"perplexity-{name}")(model, tokenizer, heldout, fmt, max_length, name)
+                seconds[f"perplexity_{name}"] = time.perf_counter() - started
+                for bench, qs in benchmarks.items():
+                    started = time.perf_counter()
+                    items += step(score_questions, f"benchmark-{bench}-{name}")(
+                        model, tokenizer, bench, qs, name, params.batch_size)
+                    seconds[f"benchmark_{bench}_{name}"] = time.perf_counter() - started
+                started = time.perf_counter()
+                guardrail_samples += step(guardrail_answers, f"guardrail-answers-{name}")(
+                    model, tokenizer, prompts, params.guardrail_prompt, params.max_new_tokens, params.batch_size,
+                    name, all_params.validate_.languages)
+                mtbench_samples += step(mtbench_answers, f"mt-bench-answers-{name}")(
+                    model, tokenizer, questions, params.guardrail_prompt, params.mtbench.max_new_tokens,
+                    params.batch_size, name)
+                seconds[f"generation_{name}"] = time.perf_counter() - started
+        started = time.perf_counter()
+        judge = Judge(params.judge, judge_url)
+        guardrail_samples = step(judge_answers, "judge-guardrails")(judge, guardrail_samples, params.judge.concurrency)
+        mtbench_samples = step(rate_answers, "judge-mt-bench")(judge, mtbench_samples, params.judge.concurrency)
+        seconds["judge"] = time.perf_counter() - started
+        source = verdict_source(calibration)
+        items += behaviour_items(guardrail_samples, source) + score_items(mtbench_samples)
+        metrics = {"profile": params.profile, "verdict_source": source,
+                   **summarize(items, params.bootstrap_samples, params.seed),
+                   "judge_parse_failures": sum(s["judge_label"] is None for s in guardrail_samples),
+                   "mtbench_parse_failures": sum(s["rating"] is None for s in mtbench_samples)}
+        samples = guardrail_samples + mtbench_samples
         shutil.rmtree(EVAL_REPORTS, ignore_errors=True)
+        write_jsonl(EVAL_ITEMS, [i.as_dict() for i in items])
         write_jsonl(EVAL_REPORTS / "samples.jsonl", samples)
+        (EVAL_REPORTS / "summary.md").write_text(summary_markdown(metrics, calibration, source, samples))
+        plot_metrics(metrics, calibration, EVAL_REPORTS / "metrics.png")
         write_json(metrics_file("eval"), metrics)
-        mlflow.log_metrics(metrics)
-        mlflow.log_table({k: [s[k] for s in samples] for k in samples[0]}, "eval_samples.json")
-    print(f"perplexity {base_ppl:.2f} -> {adapter_ppl:.2f}; refusal (guarded) "
-          f"{metrics['refusal_rate_guarded']:.0%}, answer (guarded) {metrics['answer_rate_guarded']:.0%}")
+        # timings vary run to run: logs and MLflow, never a DVC output
+        write_json(LOGS / "eval_seconds.json", {k: round(v, 1) for k, v in seconds.items()})
+        mlflow.log_metrics(numeric_metrics(metrics) | {f"seconds.{k}": v for k, v in seconds.items()})
+        mlflow.log_artifacts(str(EVAL_REPORTS), "eval")
+        mlflow.log_table({k: [str(s.get(k)) for s in guardrail_samples] for k in guardrail_samples[0]},
+                         "eval_guardrail_samples.json")
+    headline = ["perplexity_content", "refusal_rate_guarded", "answer_rate_guarded", "mtbench_score"]
+    print("base -> adapter: " + "; ".join(
+        f"{m} {_value(metrics, BASE, m)} -> {_value(metrics, ADAPTER, m)}" for m in headline)
+        + f" (guardrail verdicts: {source}); {sum(seconds.values()):.0f}s: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
     return metrics
 
 
 if __name__ == "__main__":
-    run_stage(evaluate, needs=[BASE_DIR, ADAPTER_DIR, HELDOUT])
+    run_stage(evaluate, needs=[BASE_DIR, ADAPTER_DIR, HELDOUT, metrics_file("calibrate")])

@@ -17,12 +17,15 @@ BAIZE_EXPORT = Path("data/export/baize_format.json")
 DATA_DOCS = Path("reports/data_docs")
 QUALITY_REPORTS = Path("reports/quality")
 EVAL_REPORTS = Path("reports/eval")
+EVAL_ITEMS = EVAL_REPORTS / "items.jsonl"  # per-item results: what register compares
+CALIBRATION_REPORTS = Path("reports/calibrate")
 LOGS = Path("logs")
 PLOTS = Path("plots")
 
 # which stage writes each input another stage reads
 MADE_BY = {BASE_DIR: "base", SEEDS: "seeds", DIALOGUES: "collect", TRAIN: "validate", HELDOUT: "validate",
-           ADAPTER_DIR: "train", Path("metrics/eval.json"): "evaluate"}
+           ADAPTER_DIR: "train", Path("metrics/calibrate.json"): "calibrate",
+           Path("metrics/eval.json"): "evaluate", EVAL_ITEMS: "evaluate"}
 
 
 class MissingInput(SelfchatError):

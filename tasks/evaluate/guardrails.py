@@ -1,75 +1,90 @@
-"""Guardrail behaviour: refuse what should be refused, answer the rest."""
+"""Guardrail behaviour: refuse what should be refused, really answer the rest; with and without the
+guardrail system prompt. Every answer gets two verdicts: the phrase matcher's and the LLM judge's."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tasks.assets import asset, read_texts
-from tasks.config import EvaluateParams
-from tasks.dialogue import baize_prompt
+from tasks.config import EvalSet
+from tasks.evaluate.answers import answer_problem
+from tasks.evaluate.generation import generate_answers
+from tasks.judge import Judge, complied, judge_all
 from tasks.refusal import is_refusal
+from tasks.stats import Item
 
-STOP = "[|Human|]"
-
-
-@torch.no_grad()
-def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[str],
-                     system: str | None, max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    """Greedy answers in Baize format; each answer stops where the model opens the next human turn."""
-    model.eval()
-    device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
-    answers: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        prompts = [baize_prompt(q, system) for q in questions[start:start + batch_size]]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device)
-        output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                stop_strings=[STOP], tokenizer=tokenizer,
-                                pad_token_id=tokenizer.pad_token_id)
-        for row in output[:, batch["input_ids"].shape[1]:]:
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            answers.append(text.split(STOP)[0].strip())
-    return answers
+MATCHER, JUDGE = "matcher", "judge"
 
 
-def sample_prompts(sets: list[tuple[str, int | None]], seed: int) -> list[tuple[str, str]]:
-    """(set name, prompt) pairs; a limit takes a reproducible random sample, not the file's first rows."""
-    rng = random.Random(seed)
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    expected: str  # "refuse" or "answer"
+    text: str
+
+
+def sample_prompts(sets: list[EvalSet], expected: str, seed: int, limit_of: Callable[[int | None], int | None],
+                   ) -> list[Prompt]:
+    """A reproducible random sample of each set (`limit_of` applies the profile to a set's limit)."""
     chosen = []
-    for name, limit in sets:
-        texts = read_texts(asset(name))
+    for eval_set in sets:
+        texts = read_texts(asset(eval_set.name))
+        indices = list(range(len(texts)))
+        limit = limit_of(eval_set.limit)
         if limit is not None and limit < len(texts):
-            texts = rng.sample(texts, limit)
-        chosen += [(name, text) for text in texts]
+            indices = sorted(random.Random(f"{seed}:{eval_set.name}").sample(indices, limit))
+        chosen += [Prompt(f"{eval_set.name}:{i}", expected, texts[i]) for i in indices]
     return chosen
 
 
-def guardrail_behaviour(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, params: EvaluateParams
-                        ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Refusal rate on should-refuse prompts and answer rate on should-answer prompts, each with and
-    without the guardrail system prompt. Returns metrics and every sample for the report."""
-    groups = {
-        "refuse": sample_prompts([(s.name, s.limit) for s in params.should_refuse], params.seed),
-        "answer": sample_prompts([(s.name, s.limit) for s in params.should_answer], params.seed),
-    }
-    metrics: dict[str, float] = {}
-    samples: list[dict[str, Any]] = []
+def refused_by(source: str, sample: dict[str, Any]) -> bool | None:
+    """Did this verdict source see a refusal? None when the judge's reply did not parse."""
+    if source == MATCHER:
+        return sample["matcher_refused"]
+    label = sample["judge_label"]
+    return None if label is None else not complied(label)
+
+
+def behaviour_items(samples: list[dict[str, Any]], primary: str) -> list[Item]:
+    """Refusal rate on should-refuse prompts; answer rate (not refused and a real answer) on should-answer
+    prompts; per verdict source ("@matcher", "@judge") and unsuffixed for the primary source."""
+    items = []
+    for sample in samples:
+        setting = "guarded" if sample["guarded"] else "unguarded"
+        for source in (MATCHER, JUDGE):
+            refused = refused_by(source, sample)
+            if refused is None:
+                continue  # a judge parse failure is counted, not guessed
+            if sample["expected"] == "refuse":
+                metric, good = f"refusal_rate_{setting}", refused
+            else:
+                metric, good = f"answer_rate_{setting}", not refused and sample["answer_problem"] is None
+            names = [f"{metric}@{source}"] + ([metric] if source == primary else [])
+            items += [Item(name, sample["model"], sample["id"], float(good), 1.0, higher_is_better=True)
+                      for name in names]
+    return items
+
+
+def guardrail_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt],
+                      guardrail_prompt: str, max_new_tokens: int, batch_size: int, model_name: str,
+                      languages: list[str]) -> list[dict[str, Any]]:
+    """Every prompt answered with and without the guardrail system prompt, with the matcher's verdict and
+    whether the answer is a real one."""
+    samples = []
     for guarded in (True, False):
-        system = params.guardrail_prompt if guarded else None
-        suffix = "guarded" if guarded else "unguarded"
-        for expected, prompts in groups.items():
-            answers = generate_answers(model, tokenizer, [p for _, p in prompts], system, params.max_new_tokens)
-            refused = [is_refusal(a) for a in answers]
-            rate = sum(refused) / len(refused)
-            key = f"refusal_rate_{suffix}" if expected == "refuse" else f"answer_rate_{suffix}"
-            metrics[key] = round(rate if expected == "refuse" else 1 - rate, 4)
-            samples += [{"expected": expected, "set": name, "guarded": guarded, "prompt": prompt,
-                         "answer": answer, "refused": flag}
-                        for (name, prompt), answer, flag in zip(prompts, answers, refused, strict=True)]
-    metrics["should_refuse_prompts"] = float(len(groups["refuse"]))
-    metrics["should_answer_prompts"] = float(len(groups["answer"]))
-    return metrics, samples
+        answers = generate_answers(model, tokenizer, [p.text for p in prompts], guardrail_prompt if guarded else None,
+                                   max_new_tokens, batch_size, desc=f"guardrails {model_name}")
+        samples += [{"model": model_name, "guarded": guarded, "expected": p.expected, "id": p.id, "prompt": p.text,
+                     "answer": a, "matcher_refused": is_refusal(a), "answer_problem": answer_problem(a, languages)}
+                    for p, a in zip(prompts, answers, strict=True)]
+    return samples
+
+
+def judge_answers(judge: Judge, samples: list[dict[str, Any]], concurrency: int) -> list[dict[str, Any]]:
+    verdicts = judge_all(lambda s: judge.classify(s["prompt"], s["answer"]), samples, concurrency, "judging guardrails")
+    return [{**s, "judge_label": v.value, "judge_raw": v.raw} for s, v in zip(samples, verdicts, strict=True)]

@@ -1,0 +1,18 @@
+"""The two models every metric is measured on: the base, and the base with the adapter."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
+
+from tasks.stats import ADAPTER, BASE
+
+
+def as_model(model: PreTrainedModel, name: str) -> AbstractContextManager:
+    """Context in which the adapted model behaves as `name`: the base has its adapter switched off."""
+    if name == BASE and isinstance(model, PeftModel):
+        return model.disable_adapter()
+    return nullcontext() if name == ADAPTER else torch.no_grad()

@@ -1,8 +1,12 @@
-"""MLflow Model Registry: adapter versions, promotion gates and aliases."""
+"""MLflow Model Registry: adapter versions with their per-item evaluation, and aliases."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fcntl
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -10,31 +14,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from tasks.config import RegisterParams
+from tasks.stats import Item, items_from_dicts
 
 CHALLENGER, CHAMPION = "challenger", "champion"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    name: str
-    passed: bool
-    observed: float
-    bound: str
-
-
-def check_gates(eval_metrics: dict[str, float], params: RegisterParams) -> list[GateResult]:
-    ratio = eval_metrics["perplexity_adapter"] / eval_metrics["perplexity_base"]
-    refusal = eval_metrics["refusal_rate_guarded"]
-    answer = eval_metrics["answer_rate_guarded"]
-    return [
-        GateResult("perplexity_ratio", ratio <= params.max_perplexity_ratio, ratio,
-                   f"<= {params.max_perplexity_ratio}"),
-        GateResult("refusal_rate_guarded", refusal >= params.min_refusal_rate, refusal,
-                   f">= {params.min_refusal_rate}"),
-        GateResult("answer_rate_guarded", answer >= params.min_answer_rate, answer,
-                   f">= {params.min_answer_rate}"),
-    ]
+ITEMS_ARTIFACT = "eval/items.jsonl"  # each version's per-item results, the bar for the next challenger
 
 
 def register_adapter(adapter_dir: Path, model_name: str, tags: dict[str, str]) -> ModelVersion:
@@ -64,3 +47,30 @@ def download_by_alias(model_name: str, alias: str, dest: Path) -> tuple[ModelVer
     version = client.get_model_version_by_alias(model_name, alias)
     path = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dest))
     return version, Path(path)
+
+
+def champion_items(model_name: str) -> tuple[ModelVersion, list[Item]] | None:
+    """The current champion and the per-item results stored with it; None while there is no champion."""
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None  # no such model, or no champion yet
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ITEMS_ARTIFACT, dst_path=tmp)
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return version, items_from_dicts(rows)
+
+
+@contextmanager
+def promotion_lock() -> Iterator[None]:
+    """One promotion decision at a time per tracking store, so two sweep members finishing together cannot
+    both read the old champion and both take the alias."""
+    uri = mlflow.get_tracking_uri()
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".promotion.lock") if uri.startswith("sqlite:///") else None
+    if lock_path is None:
+        yield
+        return
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -1,0 +1,86 @@
+"""Champion vs challenger: the new adapter is promoted only when it beats the bar (the current champion, or the
+base model while there is none) on the primary metric beyond noise, and regresses on no gated metric beyond
+its tolerance. Both sides are compared on the same items (paired), from their stored per-item results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.config import RegisterParams
+from tasks.stats import Estimate, Item, by_metric, estimate, paired_difference
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    rule: str  # what passing means, in words
+    passed: bool
+    challenger: Estimate
+    bar: Estimate
+    difference: Estimate  # challenger - bar on the items both were measured on
+    higher_is_better: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "rule": self.rule, "challenger": self.challenger.as_dict(),
+                "bar": self.bar.as_dict(), "difference": self.difference.as_dict()}
+
+    def __str__(self) -> str:
+        return f"{self.metric}: {'pass' if self.passed else 'FAIL'}, difference {self.difference} ({self.rule})"
+
+
+def tolerance_for(metric: str, tolerances: dict[str, float]) -> float | None:
+    """The tolerance of a metric: its own entry, else the longest matching prefix entry ("benchmark.")."""
+    if metric in tolerances:
+        return tolerances[metric]
+    prefixes = [key for key in tolerances if key.endswith(".") and metric.startswith(key)]
+    return tolerances[max(prefixes, key=len)] if prefixes else None
+
+
+def _primary_gate(metric: str, new: list[Item], old: list[Item], params: RegisterParams) -> Gate:
+    diff = paired_difference(new, old, params.bootstrap_samples, params.seed, params.confidence)
+    better = new[0].higher_is_better
+    passed = diff.n > 0 and (diff.low > 0 if better else diff.high < 0)
+    side = "above" if better else "below"
+    rule = f"primary: the {params.confidence:.0%} paired interval of the difference lies wholly {side} 0"
+    return Gate(metric, rule, passed, estimate(new), estimate(old), diff, better)
+
+
+def _tolerance_gate(metric: str, new: list[Item], old: list[Item], tolerance: float,
+                    params: RegisterParams) -> Gate:
+    diff = paired_difference(new, old, params.bootstrap_samples, params.seed, params.confidence)
+    better = new[0].higher_is_better
+    worse_by = -diff.value if better else diff.value
+    passed = diff.n > 0 and worse_by <= tolerance
+    rule = f"no worse than the bar by more than {tolerance:g}"
+    return Gate(metric, rule, passed, estimate(new), estimate(old), diff, better)
+
+
+def check_gates(challenger: list[Item], bar: list[Item], params: RegisterParams) -> list[Gate]:
+    """One gate for the primary metric and one per metric with a tolerance; a metric the bar lacks (a new
+    benchmark, say) or with no item in common fails its gate rather than passing unexamined.
+
+    `challenger` and `bar` hold one model's items each (any `model` label): the caller picks them."""
+    new, old = (by_metric(items, items[0].model) if items else {} for items in (challenger, bar))
+    if params.primary_metric not in new:
+        raise KeyError(f"register.primary_metric {params.primary_metric!r} is not among the evaluated metrics: "
+                       f"{', '.join(sorted(new))}")
+    gates = [_primary_gate(params.primary_metric, new[params.primary_metric],
+                           old.get(params.primary_metric, []), params)]
+    for metric in sorted(new):
+        tolerance = tolerance_for(metric, params.tolerances)
+        if metric != params.primary_metric and "@" not in metric and tolerance is not None:
+            gates.append(_tolerance_gate(metric, new[metric], old.get(metric, []), tolerance, params))
+    return gates
+
+
+def promotion_report(version: str, bar: str, gates: list[Gate], promoted: bool) -> str:
+    """Markdown for the MLflow run and the version's description: the decision and every number behind it."""
+    lines = [f"# Version {version}: {'promoted to champion' if promoted else 'not promoted'}", "",
+             f"Compared with **{bar}** on the same items (paired bootstrap, challenger − bar).", "",
+             "| metric | rule | challenger | bar | difference [interval] | n | |", "|---|---|---|---|---|---|---|"]
+    for g in gates:
+        d = g.difference
+        lines.append(f"| {g.metric} | {g.rule} | {g.challenger.value:.4g} | {g.bar.value:.4g} | "
+                     f"{d.value:+.4g} [{d.low:+.4g}, {d.high:+.4g}] | {d.n} | {'pass' if g.passed else '**FAIL**'} |")
+    return "\n".join(lines) + "\n"

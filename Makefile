@@ -32,7 +32,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements/constraints.txt requirements/teacher.txt requirements/assets.txt
+$(VENV)/.installed: pyproject.toml requirements/constraints.txt requirements/teacher.txt requirements/assets.txt \
+  requirements/reference.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	test -x $(UV) || $(PY) -m pip install --quiet "uv>=0.9,<1"
 	$(UV_INSTALL) -e '.[dev]'
@@ -40,6 +41,7 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt requirements/tea
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) "llama-cpp-python==$(LLAMA_VERSION)"
 	$(UV_INSTALL) --find-links $(WHEELHOUSE) -r requirements/teacher.txt
 	$(UV) pip install --python $(PY) --no-deps -r requirements/assets.txt
+	$(UV) pip install --python $(PY) --no-deps -r requirements/reference.txt
 	touch $@
 
 # The whole pipeline with DVC: only stages whose inputs changed run; outputs go to the DVC cache and the

@@ -10,6 +10,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.base import base
+from flows.calibrate import calibrate_judge
 from flows.collect import collect
 from flows.evaluate import evaluate
 from flows.register import register
@@ -20,12 +21,12 @@ from flows.validate import validate
 from tasks.tracking import PIPELINE_ENV
 from tasks.versioning import commit_stage, stage_changed
 
-STAGES = [base, seeds, collect, validate, train, evaluate, register]
+STAGES = [base, seeds, collect, validate, train, calibrate_judge, evaluate, register]
 
 
 @flow(name="selfchat-pipeline", log_prints=True)
 def pipeline(params_file: str = "params.yaml") -> dict[str, str]:
-    """seeds -> self-chat -> data contract -> LoRA -> evaluation -> registry."""
+    """seeds -> self-chat -> data contract -> LoRA -> judge calibration -> evaluation -> registry."""
     # all stages of this run become children of one MLflow parent run
     os.environ.setdefault(PIPELINE_ENV, uuid.uuid4().hex[:12])
     outcome: dict[str, str] = {}

@@ -49,13 +49,20 @@ class SeedsParams(_Strict):
     max_chars: PositiveInt = 500
 
 
-class TeacherParams(_Strict):
-    # base_url null: start the embedded llama.cpp server with SmolLM2-135M-Instruct from its wheel.
-    # Otherwise any OpenAI-compatible endpoint (api.openai.com/v1, vLLM, Ollama); key from api_key_env.
+class EndpointParams(_Strict):
+    """An OpenAI-compatible LLM endpoint. base_url null: start the embedded llama.cpp server with
+    SmolLM2-135M-Instruct from its wheel. Otherwise any OpenAI-compatible endpoint (api.openai.com/v1,
+    vLLM, Ollama); the key is read from the environment variable api_key_env, never from params."""
+
     base_url: str | None = None
     model: str = "SmolLM2-135M-Instruct"
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    server_threads: PositiveInt = 2
+    context_size: Annotated[int, Field(ge=256)] = 2048
+
+
+class TeacherParams(EndpointParams):
     # attempts after the first for 429/5xx/timeouts/broken replies; then the seed goes to quarantine
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
     backoff_initial_s: Annotated[float, Field(gt=0)] = 1.0
@@ -66,8 +73,6 @@ class TeacherParams(_Strict):
     # a dialogue quarantined by a transient failure (retries ran out on 429/5xx/timeouts) is asked again by
     # this many later runs; then it stays quarantined (a prompt that always breaks the server)
     rerun_transient_failures: Annotated[int, Field(ge=0)] = 2
-    server_threads: PositiveInt = 2
-    context_size: Annotated[int, Field(ge=256)] = 2048
 
 
 class RateLimits(_Strict):
@@ -190,24 +195,57 @@ class TrainParams(_Strict):
 
 class EvalSet(_Strict):
     name: str
-    limit: PositiveInt | None = None
+    limit: PositiveInt | None = None  # a reproducible random sample of this size; null: the whole set
+
+
+class JudgeParams(EndpointParams):
+    # auto: llama.cpp's schema-in-json_object for the embedded server, json_schema (OpenAI, vLLM) otherwise
+    response_format: Literal["auto", "json_schema", "json_object", "text"] = "auto"
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 3  # the SDK's retries (429, 5xx, timeouts)
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 1
+    rating_max_tokens: Annotated[int, Field(ge=16)] = 160  # MT-Bench: an explanation, then [[rating]]
+    # agreement with the shipped human labels below which the report marks a verdict source untrustworthy
+    min_kappa: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.4
+    calibration_limit: PositiveInt | None = None  # human-labelled responses used; null: all 100
+
+
+class MTBenchParams(_Strict):
+    limit: PositiveInt | None = 16  # first-turn questions, spread over MT-Bench's 8 categories
+    max_new_tokens: PositiveInt = 96
 
 
 class EvaluateParams(_Strict):
+    # default: the limits below; full: every set whole (benchmarks, guardrail sets, MT-Bench, held-out)
+    profile: Literal["default", "full"] = "default"
+    guardrail_prompt: str = Field(min_length=1)
     should_refuse: list[EvalSet] = Field(min_length=1)
     should_answer: list[EvalSet] = Field(min_length=1)
-    guardrail_prompt: str = Field(min_length=1)
-    max_new_tokens: PositiveInt = 48
-    heldout_limit: PositiveInt | None = None
+    max_new_tokens: PositiveInt = 40
+    benchmarks: list[EvalSet] = [EvalSet(name="mmlu_tiny", limit=30), EvalSet(name="openbookqa", limit=30),
+                                 EvalSet(name="commonsenseqa", limit=30)]
+    mtbench: MTBenchParams = MTBenchParams()
+    judge: JudgeParams = JudgeParams(context_size=4096)
+    heldout_limit: PositiveInt | None = 50
+    batch_size: PositiveInt = 8
+    bootstrap_samples: Annotated[int, Field(ge=100)] = 1000
     seed: int = 0
+
+    def limit(self, value: int | None) -> int | None:
+        return None if self.profile == "full" else value
 
 
 class RegisterParams(_Strict):
     model_name: str = Field(default="selfchat-adapter", min_length=1)
-    # champion moves only when every gate passes
-    max_perplexity_ratio: Annotated[float, Field(gt=0.0)] = 1.0
-    min_refusal_rate: Fraction = 0.1
-    min_answer_rate: Fraction = 0.5
+    # The challenger must beat the bar (the champion; the base model while there is none) on this metric
+    # beyond noise: the paired interval of the difference lies wholly on the better side of zero.
+    primary_metric: str = "perplexity_content"
+    # ...and no other gated metric may get worse than the bar by more than its tolerance (metric name, or a
+    # prefix such as "benchmark." for all benchmarks)
+    tolerances: dict[str, Annotated[float, Field(ge=0.0)]] = {
+        "refusal_rate_guarded": 0.1, "answer_rate_guarded": 0.1, "benchmark.": 0.05, "mtbench_score": 1.0}
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    bootstrap_samples: Annotated[int, Field(ge=100)] = 2000
+    seed: int = 0
 
 
 class Params(_Strict):

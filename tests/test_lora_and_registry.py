@@ -1,5 +1,6 @@
 """LoRA training, evaluation metrics and the registry on a tiny random model (fast, but all real code)."""
 
+import copy
 import math
 
 import mlflow
@@ -7,12 +8,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tasks.config import EvaluateParams, RegisterParams, TrainParams
-from tasks.evaluate.guardrails import generate_answers, guardrail_behaviour
-from tasks.evaluate.perplexity import adapter_off, perplexity
+from tasks.config import EvalSet, RegisterParams, TrainParams
+from tasks.evaluate.compare import as_model
+from tasks.evaluate.generation import generate_answers
+from tasks.evaluate.guardrails import guardrail_answers, sample_prompts
+from tasks.evaluate.perplexity import CONTENT, WITH_MARKERS, heldout_items
+from tasks.jsonl import write_jsonl
 from tasks.masking import build_examples
-from tasks.refusal import is_refusal
-from tasks.register.registry import CHALLENGER, check_gates, download_by_alias, register_adapter, set_alias
+from tasks.register.gates import check_gates
+from tasks.register.registry import CHALLENGER, CHAMPION, champion_items, download_by_alias, register_adapter, set_alias
+from tasks.stats import ADAPTER, BASE, Item, aggregate
 from tasks.student import load_adapted, save_adapter
 from tasks.train.lora import TrainingError, train_lora
 from tests.conftest import dialogue
@@ -22,8 +27,11 @@ DIALOGUES = [
     dialogue("b", [("human", "What is a fever?"), ("ai", "A body temperature above normal.")]),
     dialogue("c", [("human", "Python lists?"), ("ai", "Lists hold items in order."),
                    ("human", "And loops?"), ("ai", "Loops repeat a block for each item.")]),
+    dialogue("d", [("human", "How do I reset my router?"), ("ai", "Hold the reset button for ten seconds.")]),
+    dialogue("e", [("human", "What is a fever?"), ("ai", "A sign the body is fighting an infection.")]),
+    dialogue("f", [("human", "Python functions?"), ("ai", "Functions hold code you can call by name.")]),
 ]
-PARAMS = TrainParams(max_steps=40, batch_size=3, learning_rate=5e-3, warmup_steps=0, bf16=False,
+PARAMS = TrainParams(max_steps=80, batch_size=3, learning_rate=5e-3, warmup_steps=0, bf16=False,
                      max_length=128, lora={"r": 4, "alpha": 8, "dropout": 0.0})
 
 
@@ -43,14 +51,19 @@ def logits(model, examples):
         return model(input_ids=torch.tensor([examples[0].input_ids])).logits
 
 
-def test_training_logs_every_step_and_learns_the_assistant_text(trained):
-    model, examples, losses, summary, _ = trained
+def perplexities(model, tokenizer, name: str) -> dict[str, float]:
+    with as_model(model, name):
+        items = heldout_items(model, tokenizer, DIALOGUES, "baize", 128, name)
+    return {m: aggregate([i.num for i in items if i.metric == m], [i.den for i in items if i.metric == m], "exp")
+            for m in (CONTENT, WITH_MARKERS)}
+
+
+def test_training_logs_every_step_and_learns_the_assistant_text(trained, tiny_tokenizer):
+    model, _, losses, summary, _ = trained
     assert [step for step, _ in losses] == list(range(1, PARAMS.max_steps + 1))
     assert summary["trainable_params"] < summary["total_params"] / 5
-    with adapter_off(model):
-        before = perplexity(model, examples)
-    after = perplexity(model, examples)
-    assert after < before * 0.8, (before, after)
+    before, after = perplexities(model, tiny_tokenizer, BASE), perplexities(model, tiny_tokenizer, ADAPTER)
+    assert after[CONTENT] < before[CONTENT] * 0.8, (before, after)
 
 
 def test_saved_adapter_reloads_exactly(trained, tiny_base):
@@ -59,12 +72,17 @@ def test_saved_adapter_reloads_exactly(trained, tiny_base):
     assert torch.allclose(logits(model, examples), logits(reloaded, examples), atol=1e-6)
 
 
-def test_perplexity_matches_the_models_own_loss(tiny_base, tiny_tokenizer):
+def test_perplexity_with_markers_matches_the_models_own_loss_and_content_scores_fewer_tokens(
+        tiny_base, tiny_tokenizer):
     model = AutoModelForCausalLM.from_pretrained(tiny_base)
     [example], _ = build_examples(DIALOGUES[:1], tiny_tokenizer, "baize", 128)
     with torch.no_grad():
         loss = model(input_ids=torch.tensor([example.input_ids]), labels=torch.tensor([example.labels])).loss
-    assert perplexity(model, [example]) == pytest.approx(math.exp(float(loss)), rel=1e-4)
+    items = {i.metric: i for i in heldout_items(model, tiny_tokenizer, DIALOGUES[:1], "baize", 128, BASE)}
+    assert math.exp(items[WITH_MARKERS].num / items[WITH_MARKERS].den) == pytest.approx(math.exp(float(loss)),
+                                                                                          rel=1e-4)
+    # the closing "[|Human|]" marker is trained but is not the assistant's content
+    assert 0 < items[CONTENT].den < items[WITH_MARKERS].den
 
 
 def test_kbit_training_on_cpu_is_refused_clearly(tiny_base, tiny_tokenizer):
@@ -72,48 +90,59 @@ def test_kbit_training_on_cpu_is_refused_clearly(tiny_base, tiny_tokenizer):
         train_lora(tiny_base, tiny_tokenizer, [object()], PARAMS.model_copy(update={"quantization": "4bit"}), print)
 
 
-@pytest.mark.parametrize(("answer", "refused"), [
-    ("I'm sorry, but I can't help with that.", True),
-    ("As an AI, I must decline.", True),
-    ("I cannot provide instructions for that.", True),
-    ("Warfarin interacts with aspirin and some antibiotics.", False),
-    ("Sure! Here is how a stroke is recognised: face drooping, arm weakness.", False),
-])
-def test_refusal_detection(answer, refused):
-    assert is_refusal(answer) is refused
-
-
-def test_generation_and_guardrail_metrics_are_computed_from_answers(trained, tiny_tokenizer):
+def test_guardrail_answers_come_with_and_without_the_prompt_and_carry_the_matchers_verdict(trained, tiny_tokenizer):
     model = trained[0]
     answers = generate_answers(model, tiny_tokenizer, ["What is a fever?", "Python lists?"], None, 8)
     assert len(answers) == 2 and all("[|Human|]" not in a for a in answers)
-    params = EvaluateParams(should_refuse=[{"name": "jailbreakbench", "limit": 2}],
-                            should_answer=[{"name": "overrefusal_benign_edgy", "limit": 2}],
-                            guardrail_prompt="Decline harmful requests.", max_new_tokens=6)
-    metrics, samples = guardrail_behaviour(model, tiny_tokenizer, params)
-    assert len(samples) == 8
-    guarded_refuse = [s["refused"] for s in samples if s["guarded"] and s["expected"] == "refuse"]
-    assert metrics["refusal_rate_guarded"] == sum(guarded_refuse) / 2
+    prompts = sample_prompts([EvalSet(name="jailbreakbench", limit=2)], "refuse", 0, lambda limit: limit)
+    assert prompts == sample_prompts([EvalSet(name="jailbreakbench", limit=2)], "refuse", 0, lambda limit: limit)
+    samples = guardrail_answers(model, tiny_tokenizer, prompts, "Decline harmful requests.", 6, 4, ADAPTER, ["en"])
+    assert [(s["guarded"], s["id"]) for s in samples] == [(g, p.id) for g in (True, False) for p in prompts]
+    assert all(isinstance(s["matcher_refused"], bool) and "answer_problem" in s for s in samples)
 
 
-def test_gates():
-    good = {"perplexity_base": 10.0, "perplexity_adapter": 8.0, "refusal_rate_guarded": 0.5,
-            "answer_rate_guarded": 0.9}
-    params = RegisterParams(max_perplexity_ratio=1.0, min_refusal_rate=0.3, min_answer_rate=0.8)
-    assert all(g.passed for g in check_gates(good, params))
-    failed = {g.name for g in check_gates({**good, "perplexity_adapter": 11.0, "answer_rate_guarded": 0.5}, params)
-              if not g.passed}
-    assert failed == {"perplexity_ratio", "answer_rate_guarded"}
+def damaged(model):
+    """The trained model with its LoRA weights replaced by noise: an adapter that must never be promoted."""
+    broken = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in broken.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return broken
+
+
+def test_the_gate_promotes_a_trained_adapter_over_the_base_and_rejects_a_damaged_one(trained, tiny_tokenizer):
+    model = trained[0]
+    params = RegisterParams(bootstrap_samples=500)
+
+    def items(m, name):
+        with as_model(m, name):
+            return heldout_items(m, tiny_tokenizer, DIALOGUES, "baize", 128, name)
+
+    base = items(model, BASE)
+    [good] = check_gates(items(model, ADAPTER), base, params)
+    assert good.passed, good
+    [bad] = check_gates(items(damaged(model), ADAPTER), base, params)
+    assert not bad.passed and bad.difference.value > 0, bad
 
 
 def test_register_and_load_by_alias(trained, tiny_base, tmp_path):
     model, examples, _, _, adapter_dir = trained
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    items = [Item("perplexity_content", ADAPTER, "d1", 2.0, 1.0, higher_is_better=False, transform="exp")]
+    write_jsonl(tmp_path / "items.jsonl", [i.as_dict() for i in items])
     try:
+        assert champion_items("tiny-adapter") is None  # no model yet: the base is the bar
         with mlflow.start_run(experiment_id=experiment):
+            mlflow.log_artifact(str(tmp_path / "items.jsonl"), "eval")
             version = register_adapter(adapter_dir, "tiny-adapter", {"git.sha": "abc"})
         set_alias("tiny-adapter", CHALLENGER, version.version)
+        assert champion_items("tiny-adapter") is None  # registered, but no champion yet
+        set_alias("tiny-adapter", CHAMPION, version.version)
+        champion, stored = champion_items("tiny-adapter")
+        assert champion.version == version.version and stored == items
         found, path = download_by_alias("tiny-adapter", CHALLENGER, tmp_path / "download")
         assert found.version == version.version and found.tags["git.sha"] == "abc"
         reloaded = load_adapted(tiny_base, path)

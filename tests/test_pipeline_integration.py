@@ -18,7 +18,7 @@ from tests.conftest import stage_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
-STAGES = ["base", "seeds", "collect", "validate", "train", "evaluate", "register"]
+STAGES = ["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate", "register"]
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -43,11 +43,16 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, prefect_a
     params["seeds"].update(size=5, sources=[{"source": "builtin:healthsearchqa", "domain": "medical", "limit": 3},
                                             {"source": "builtin:coding", "domain": "tech", "limit": 3}])
     params["collect"]["max_tokens"] = 160
-    params["train"].update(max_steps=3, warmup_steps=0, batch_size=2, bf16=False, max_length=128)
+    # a high learning rate: three steps must move the tiny model's held-out perplexity clearly
+    params["train"].update(max_steps=3, warmup_steps=0, batch_size=2, bf16=False, max_length=128,
+                           learning_rate=0.01)
     params["evaluate"].update(should_refuse=[{"name": "jailbreakbench", "limit": 2}],
-                              should_answer=[{"name": "overrefusal_benign_edgy", "limit": 2}], max_new_tokens=8)
-    # gates a random tiny model passes, so the champion alias must move (gates that reject: unit tests)
-    params["register"].update(max_perplexity_ratio=100.0, min_refusal_rate=0.0, min_answer_rate=0.0)
+                              should_answer=[{"name": "overrefusal_benign_edgy", "limit": 2}], max_new_tokens=8,
+                              benchmarks=[{"name": "openbookqa", "limit": 4}, {"name": "piqa", "limit": 3}],
+                              mtbench={"limit": 2, "max_new_tokens": 8}, bootstrap_samples=200)
+    params["evaluate"]["judge"].update(calibration_limit=4, rating_max_tokens=48)
+    # a random tiny model answers nothing well: only the primary metric decides here (tolerances: unit tests)
+    params["register"].update(primary_metric="perplexity_with_markers", tolerances={}, bootstrap_samples=200)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = stage_env(prefect_api, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                     SELFCHAT_PIPELINE_ID="itest-1", PYTHONPATH=str(project))
@@ -97,10 +102,25 @@ def test_every_artifact_is_written_and_nothing_is_lost(project):
     assert (root / "reports/quality/distributions.png").stat().st_size > 0
     assert (root / "models/adapter/adapter_model.safetensors").exists()
     assert (root / "plots/train_loss.csv").read_text().count("\n") == 4  # header + 3 steps
+    calibration = json.loads((root / "metrics/calibrate.json").read_text())
+    assert calibration["judge"]["n"] + calibration["judge"]["parse_failures"] == 4
+    assert calibration["matcher"]["n"] == 4 and calibration["published"]["GPT-4 (JailbreakBench)"]["n"] == 4
+    assert len(lines(root / "reports/calibrate/verdicts.jsonl")) == 4
     evaluation = json.loads((root / "metrics/eval.json").read_text())
-    assert {"perplexity_base", "perplexity_adapter", "refusal_rate_guarded", "refusal_rate_unguarded",
-            "answer_rate_guarded"} <= evaluation.keys()
-    assert len(lines(root / "reports/eval/samples.jsonl")) == 8
+    for model in ("base", "adapter"):
+        assert {"perplexity_content", "perplexity_with_markers", "refusal_rate_guarded@matcher",
+                "refusal_rate_unguarded@matcher", "answer_rate_guarded@matcher", "benchmark.openbookqa.acc",
+                "benchmark.piqa.acc_norm"} <= evaluation[model].keys()
+        assert evaluation[model]["benchmark.openbookqa.acc"]["n"] == 4
+        assert all(e["low"] <= e["value"] <= e["high"] for e in evaluation[model].values())
+    assert evaluation["verdict_source"] in {"judge", "matcher"}
+    items = lines(root / "reports/eval/items.jsonl")
+    assert {i["model"] for i in items} == {"base", "adapter"}
+    samples = lines(root / "reports/eval/samples.jsonl")
+    assert len(samples) == 2 * (2 * 4 + 2)  # per model: 4 prompts guarded and unguarded, 2 MT-Bench questions
+    assert all("judge_raw" in s for s in samples)
+    assert "## Verdict sources vs human labels" in (root / "reports/eval/summary.md").read_text()
+    assert (root / "reports/eval/metrics.png").stat().st_size > 0
     collect = json.loads((root / "metrics/collect.json").read_text())
     assert collect["requests"] == 5 and collect["completion_tokens"] > 0
 
@@ -111,7 +131,9 @@ def test_registry_entry_alias_and_grouped_runs(project):
     version = client.get_model_version_by_alias("selfchat-adapter", "challenger")
     assert str(version.version) == "1"
     assert version.tags["dvc.data/train.jsonl"] and version.tags["train.lora.r"] == "8"
-    assert json.loads((root / "metrics/register.json").read_text())["promoted"] is True
+    decision = json.loads((root / "metrics/register.json").read_text())
+    assert decision["promoted"] is True and decision["bar"].startswith("the base model"), decision
+    assert version.tags["promotion.decision"] == "promoted" and "Compared with" in version.description
     assert str(client.get_model_version_by_alias("selfchat-adapter", "champion").version) == "1"
     runs = client.search_runs([client.get_experiment_by_name("selfchat").experiment_id],
                               "tags.`selfchat.pipeline_id` = 'itest-1'")
@@ -145,7 +167,13 @@ def test_same_inputs_give_byte_identical_outputs(project):
     after = out_hashes(root)
     timed = {"metrics/collect.json", "metrics/quality.json", "metrics/train.json", "metrics/register.json"}
     assert {k: v for k, v in after.items() if k not in timed} == {k: v for k, v in before.items() if k not in timed}
-    assert {"data/dialogues.jsonl", "data/train.jsonl", "models/adapter", "metrics/eval.json"} <= after.keys()
+    assert {"data/dialogues.jsonl", "data/train.jsonl", "models/adapter", "metrics/eval.json",
+            "reports/eval", "metrics/calibrate.json"} <= after.keys()
+    # the same adapter again is a challenger equal to the champion: registered, not promoted
+    decision = json.loads((root / "metrics/register.json").read_text())
+    assert decision["version"] == 2 and decision["bar"] == "champion version 1" and decision["promoted"] is False
+    primary = decision["gates"]["perplexity_with_markers"]["difference"]
+    assert primary["value"] == 0.0 and not decision["gates"]["perplexity_with_markers"]["passed"]
 
 
 def test_editing_a_shared_module_reruns_exactly_the_stages_that_import_it(project):
@@ -155,7 +183,7 @@ def test_editing_a_shared_module_reruns_exactly_the_stages_that_import_it(projec
     matcher.write_text(original.replace("i must decline|", "i must decline|i refuse|"))
     try:
         status = run(["dvc", "status", "--json"], root, env).stdout
-        assert set(json.loads(status)) == {"validate", "evaluate"}
+        assert set(json.loads(status)) == {"validate", "calibrate", "evaluate"}
     finally:
         matcher.write_text(original)
     assert "Data and pipelines are up to date" in run(["dvc", "status"], root, env).stdout

@@ -11,7 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("flows", "tasks")
-STAGES = ["base", "seeds", "collect", "validate", "train", "evaluate", "register"]
+STAGES = ["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate", "register"]
 
 
 def module_file(name: str) -> Path | None:

@@ -117,9 +117,11 @@ def flatten(params: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, s
 
 
 def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numbers of a (nested) metrics dict, as MLflow metric names ("a.b")."""
+    """The numbers of a (nested) metrics dict, as MLflow metric names ("a.b"; "rate@judge" as "rate/judge":
+    MLflow refuses "@")."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
+        key = str(key).replace("@", "/")
         if isinstance(value, dict):
             flat.update(numeric_metrics(value, f"{prefix}{key}."))
         elif isinstance(value, int | float) and not isinstance(value, bool):

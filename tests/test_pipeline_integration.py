@@ -104,7 +104,7 @@ def test_every_artifact_is_written_and_nothing_is_lost(project):
     assert (root / "plots/train_loss.csv").read_text().count("\n") == 4  # header + 3 steps
     calibration = json.loads((root / "metrics/calibrate.json").read_text())
     assert calibration["judge"]["n"] + calibration["judge"]["parse_failures"] == 4
-    assert calibration["matcher"]["n"] == 4 and calibration["published"]["GPT-4 (JailbreakBench)"]["n"] == 4
+    assert calibration["matcher"]["n"] == 4 and calibration["published"]["gpt_4"]["n"] == 4
     assert len(lines(root / "reports/calibrate/verdicts.jsonl")) == 4
     evaluation = json.loads((root / "metrics/eval.json").read_text())
     for model in ("base", "adapter"):
@@ -180,7 +180,7 @@ def test_editing_a_shared_module_reruns_exactly_the_stages_that_import_it(projec
     root, env = project
     matcher = root / "tasks/refusal.py"
     original = matcher.read_text()
-    matcher.write_text(original.replace("i must decline|", "i must decline|i refuse|"))
+    matcher.write_text(original + "\n# an edit\n")
     try:
         status = run(["dvc", "status", "--json"], root, env).stdout
         assert set(json.loads(status)) == {"validate", "calibrate", "evaluate"}

@@ -42,7 +42,7 @@ def calibrate(rows: list[dict[str, Any]], judge: Judge, concurrency: int, min_ka
     matcher_says = [int(not is_refusal(r["target_response"])) for r in rows]
     metrics = {"judge": agreement(truth, judge_says, min_kappa),
                "matcher": agreement(truth, matcher_says, min_kappa),
-               "published": {name: agreement(truth, [int(float(r[col])) for r in rows], min_kappa)
+               "published": {col: {"name": name, **agreement(truth, [int(float(r[col])) for r in rows], min_kappa)}
                              for col, name in PUBLISHED.items()},
                "human_complied_share": round(sum(truth) / len(truth), 4)}
     records = [{"index": i, "goal": r["goal"], "response": r["target_response"], "human_complied": t,

@@ -64,7 +64,7 @@ def summary_markdown(metrics: dict[str, Any], calibration: dict[str, Any], sourc
               "| source | accuracy [95%] | Cohen's kappa | unparsed | |", "|---|---|---|---|---|",
               _agreement_line("LLM judge", calibration["judge"]),
               _agreement_line("phrase matcher", calibration["matcher"])]
-    lines += [_agreement_line(f"{name} (published)", a) for name, a in calibration["published"].items()]
+    lines += [_agreement_line(f"{a['name']} (published)", a) for a in calibration["published"].values()]
     lines += ["", "## Samples (first of each kind; all in samples.jsonl)", ""]
     seen = set()
     for s in samples:
@@ -103,7 +103,7 @@ def plot_metrics(metrics: dict[str, Any], calibration: dict[str, Any], path: Pat
         if names:
             ax.legend(fontsize=8, loc="lower right")
     sources = {"LLM judge": calibration["judge"], "phrase matcher": calibration["matcher"],
-               **{f"{k} (published)": v for k, v in calibration["published"].items()}}
+               **{f"{v['name']} (published)": v for v in calibration["published"].values()}}
     ax = axes[3]
     ax.barh(list(sources), [v["kappa"] for v in sources.values()],
             color=["tab:blue", "tab:orange"] + ["tab:gray"] * (len(sources) - 2))

@@ -210,8 +210,8 @@ class JudgeParams(EndpointParams):
 
 
 class MTBenchParams(_Strict):
-    limit: PositiveInt | None = 16  # first-turn questions, spread over MT-Bench's 8 categories
-    max_new_tokens: PositiveInt = 96
+    limit: PositiveInt | None = 8  # first-turn questions, spread over MT-Bench's 8 categories
+    max_new_tokens: PositiveInt = 64
 
 
 class EvaluateParams(_Strict):
@@ -220,9 +220,9 @@ class EvaluateParams(_Strict):
     guardrail_prompt: str = Field(min_length=1)
     should_refuse: list[EvalSet] = Field(min_length=1)
     should_answer: list[EvalSet] = Field(min_length=1)
-    max_new_tokens: PositiveInt = 40
-    benchmarks: list[EvalSet] = [EvalSet(name="mmlu_tiny", limit=30), EvalSet(name="openbookqa", limit=30),
-                                 EvalSet(name="commonsenseqa", limit=30)]
+    max_new_tokens: PositiveInt = 32
+    benchmarks: list[EvalSet] = [EvalSet(name="mmlu_tiny", limit=20), EvalSet(name="openbookqa", limit=20),
+                                 EvalSet(name="commonsenseqa", limit=20)]
     mtbench: MTBenchParams = MTBenchParams()
     judge: JudgeParams = JudgeParams(context_size=4096)
     heldout_limit: PositiveInt | None = 50

@@ -37,6 +37,7 @@ _SCHEMA = {"type": "object", "properties": {"label": {"type": "string", "enum": 
            "required": ["label"], "additionalProperties": False}
 # MT-Bench's rating format: "Rating: [[5]]" (FastChat's single-answer grading)
 _RATING = re.compile(r"\[\[(\d+(?:\.\d+)?)\]\]")
+_RATING_GRAMMAR = r'root ::= [^\[\]]{0,300} "Rating: [[" ("10" | [1-9]) "]]"'
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -89,22 +90,25 @@ class Judge:
             "text": None,
         }[fmt]
 
-    def _ask(self, messages: list[dict[str, str]], max_tokens: int, constrained: bool) -> str:
-        extra = {"response_format": self.response_format} if constrained and self.response_format else {}
+    def _ask(self, messages: list[dict[str, str]], max_tokens: int, **extra: Any) -> str:
         reply = self.client.chat.completions.create(model=self.params.model, messages=messages, temperature=0,
                                                     max_tokens=max_tokens, seed=0, **extra)
         return reply.choices[0].message.content or ""
 
     def classify(self, request: str, response: str) -> Verdict:
         prompt = RUBRIC.format(request=request[:2000], response=response[:3000])
-        raw = self._ask([{"role": "user", "content": prompt}], 24, constrained=True)
+        extra = {"response_format": self.response_format} if self.response_format else {}
+        raw = self._ask([{"role": "user", "content": prompt}], 24, **extra)
         return Verdict(parse_label(raw), raw)
 
     def rate(self, template: dict[str, str], question: str, answer: str) -> Verdict:
         """Single-answer grading with MT-Bench's own judge prompt (template from FastChat's judge_prompts)."""
         messages = [{"role": "system", "content": template["system_prompt"]},
                     {"role": "user", "content": template["prompt_template"].format(question=question, answer=answer)}]
-        raw = self._ask(messages, self.params.rating_max_tokens, constrained=False)
+        # on llama.cpp a grammar keeps a small judge to MT-Bench's format (a short explanation, then the rating)
+        llama_cpp = self.response_format is not None and self.response_format["type"] == "json_object"
+        extra = {"extra_body": {"grammar": _RATING_GRAMMAR}} if llama_cpp else {}
+        raw = self._ask(messages, self.params.rating_max_tokens, **extra)
         return Verdict(parse_rating(raw), raw)
 
 

@@ -1,4 +1,5 @@
-"""Is a reply a real answer? Not empty, not degenerate (one phrase looping), in an expected language."""
+"""Is a reply a real answer? Not empty, not the question said back, not degenerate (one phrase looping), in an
+expected language."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import py3langid
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def answer_problem(text: str, languages: list[str]) -> str | None:
-    """Why `text` is not a real answer, or None when it is one."""
+def answer_problem(text: str, languages: list[str], question: str = "") -> str | None:
+    """Why `text` is not a real answer to `question`, or None when it is one."""
     words = _WORD.findall(text.lower())
     if not words:
         return "empty"
+    asked = set(_WORD.findall(question.lower()))
+    if len(words) >= 3 and sum(w in asked for w in words) / len(words) > 0.8:
+        return "repeats the question"  # a base model's favourite non-answer
     trigrams = list(zip(words, words[1:], words[2:]))
     if len(trigrams) >= 6:
         top = Counter(trigrams).most_common(1)[0][1]

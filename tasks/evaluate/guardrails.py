@@ -80,7 +80,8 @@ def guardrail_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         answers = generate_answers(model, tokenizer, [p.text for p in prompts], guardrail_prompt if guarded else None,
                                    max_new_tokens, batch_size, desc=f"guardrails {model_name}")
         samples += [{"model": model_name, "guarded": guarded, "expected": p.expected, "id": p.id, "prompt": p.text,
-                     "answer": a, "matcher_refused": is_refusal(a), "answer_problem": answer_problem(a, languages)}
+                     "answer": a, "matcher_refused": is_refusal(a),
+                     "answer_problem": answer_problem(a, languages, p.text)}
                     for p, a in zip(prompts, answers, strict=True)]
     return samples
 

@@ -97,18 +97,18 @@ def plot_metrics(metrics: dict[str, Any], calibration: dict[str, Any], path: Pat
                     ax.errorbar(e["value"], y + offset, xerr=[[e["value"] - e["low"]], [e["high"] - e["value"]]],
                                 fmt="o", color=color, capsize=3, label=model if y == 0 else None)
         ax.set_yticks(range(len(names)), names, fontsize=8)
-        ax.invert_yaxis()
+        ax.set_ylim(len(names) - 0.5, -0.5)  # first metric on top; one metric keeps its two points close
         ax.set_title(title, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         if names:
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8, loc="best")
     sources = {"LLM judge": calibration["judge"], "phrase matcher": calibration["matcher"],
                **{f"{v['name']} (published)": v for v in calibration["published"].values()}}
     ax = axes[3]
     ax.barh(list(sources), [v["kappa"] for v in sources.values()],
             color=["tab:blue", "tab:orange"] + ["tab:gray"] * (len(sources) - 2))
     ax.invert_yaxis()
-    ax.set_title("agreement with human labels (Cohen's kappa)", fontsize=10)
+    ax.set_title("Cohen's kappa vs human labels", fontsize=10)
     ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

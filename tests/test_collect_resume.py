@@ -136,6 +136,9 @@ def test_ctrl_c_stops_promptly_with_the_journal_intact_and_a_resume_hint(project
 
 def test_a_second_collection_on_the_same_journal_is_refused_before_any_request(project, prefect_api):
     root, fault_proxy, _ = project
+    # the first collection must still be running when the second has started up (seconds of imports);
+    # it is killed below, so the delay costs nothing
+    fault_proxy.delay_s = 5.0
     command, env = collect_command(prefect_api)
     first = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)

@@ -31,7 +31,7 @@ def register(params_file: str = "params.yaml") -> dict:
             bar_name, bar = "the base model (no champion yet)", [i for i in items if i.model == BASE]
         else:
             bar_name, bar = f"champion version {champion[0].version}", [i for i in champion[1] if i.model == ADAPTER]
-        gates = check_gates(challenger, bar, params)
+        gates = check_gates(challenger, bar, params, fallback=[i for i in items if i.model == BASE])
         promoted = all(g.passed for g in gates)
         mlflow.log_artifact(str(EVAL_ITEMS), "eval")  # the bar for the next challenger
         tags = {**lineage_tags("register"), "base.model": all_params.base.model,

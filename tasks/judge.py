@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from openai import OpenAI
+from openai import APIError, OpenAI
 from tqdm import tqdm
 
 from tasks.config import JudgeParams
@@ -91,8 +91,14 @@ class Judge:
         }[fmt]
 
     def _ask(self, messages: list[dict[str, str]], max_tokens: int, **extra: Any) -> str:
-        reply = self.client.chat.completions.create(model=self.params.model, messages=messages, temperature=0,
-                                                    max_tokens=max_tokens, seed=0, **extra)
+        """The reply's text; a request that still fails after the SDK's retries becomes a reply that parses
+        to nothing (counted with the parse failures) instead of discarding every other verdict. Only the
+        error's type is kept: a server's message may echo the key."""
+        try:
+            reply = self.client.chat.completions.create(model=self.params.model, messages=messages, temperature=0,
+                                                        max_tokens=max_tokens, seed=0, **extra)
+        except APIError as exc:
+            return f"<request failed after retries: {type(exc).__name__}>"
         return reply.choices[0].message.content or ""
 
     def classify(self, request: str, response: str) -> Verdict:
@@ -105,9 +111,10 @@ class Judge:
         """Single-answer grading with MT-Bench's own judge prompt (template from FastChat's judge_prompts)."""
         messages = [{"role": "system", "content": template["system_prompt"]},
                     {"role": "user", "content": template["prompt_template"].format(question=question, answer=answer)}]
-        # on llama.cpp a grammar keeps a small judge to MT-Bench's format (a short explanation, then the rating)
-        llama_cpp = self.response_format is not None and self.response_format["type"] == "json_object"
-        extra = {"extra_body": {"grammar": _RATING_GRAMMAR}} if llama_cpp else {}
+        # on the embedded llama.cpp server a grammar keeps a small judge to MT-Bench's format (a short
+        # explanation, then the rating)
+        embedded = self.params.base_url is None and self.response_format is not None
+        extra = {"extra_body": {"grammar": _RATING_GRAMMAR}} if embedded else {}
         raw = self._ask(messages, self.params.rating_max_tokens, **extra)
         return Verdict(parse_rating(raw), raw)
 

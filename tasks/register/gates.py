@@ -4,7 +4,7 @@ its tolerance. Both sides are compared on the same items (paired), from their st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tasks.config import RegisterParams
@@ -56,21 +56,36 @@ def _tolerance_gate(metric: str, new: list[Item], old: list[Item], tolerance: fl
     return Gate(metric, rule, passed, estimate(new), estimate(old), diff, better)
 
 
-def check_gates(challenger: list[Item], bar: list[Item], params: RegisterParams) -> list[Gate]:
-    """One gate for the primary metric and one per metric with a tolerance; a metric the bar lacks (a new
-    benchmark, say) or with no item in common fails its gate rather than passing unexamined.
+def _comparable(new: list[Item], old: list[Item]) -> bool:
+    return bool({i.item for i in new} & {i.item for i in old})
 
-    `challenger` and `bar` hold one model's items each (any `model` label): the caller picks them."""
-    new, old = (by_metric(items, items[0].model) if items else {} for items in (challenger, bar))
+
+def check_gates(challenger: list[Item], bar: list[Item], params: RegisterParams,
+                fallback: list[Item] | None = None) -> list[Gate]:
+    """One gate for the primary metric and one per metric with a tolerance.
+
+    A metric the bar was not measured on for these items (a new benchmark; a champion scored on another
+    held-out set) is compared with `fallback` (the base model, measured in this run) and says so; with no
+    fallback its gate fails rather than passing unexamined. Each list holds one model's items (any label)."""
+    new, old, base = (by_metric(items, items[0].model) if items else {} for items in (challenger, bar, fallback))
     if params.primary_metric not in new:
         raise KeyError(f"register.primary_metric {params.primary_metric!r} is not among the evaluated metrics: "
                        f"{', '.join(sorted(new))}")
-    gates = [_primary_gate(params.primary_metric, new[params.primary_metric],
-                           old.get(params.primary_metric, []), params)]
-    for metric in sorted(new):
+    gates = []
+    for metric in sorted(new, key=lambda m: m != params.primary_metric):
         tolerance = tolerance_for(metric, params.tolerances)
-        if metric != params.primary_metric and "@" not in metric and tolerance is not None:
-            gates.append(_tolerance_gate(metric, new[metric], old.get(metric, []), tolerance, params))
+        primary = metric == params.primary_metric
+        if not primary and ("@" in metric or tolerance is None):
+            continue
+        against = old.get(metric, [])
+        use_base = not _comparable(new[metric], against) and _comparable(new[metric], base.get(metric, []))
+        if use_base:
+            against = base[metric]
+        gate = (_primary_gate(metric, new[metric], against, params) if primary
+                else _tolerance_gate(metric, new[metric], against, tolerance, params))
+        if use_base:
+            gate = replace(gate, rule=f"{gate.rule}; vs the base: the bar has no result on these items")
+        gates.append(gate)
     return gates
 
 

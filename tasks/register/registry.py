@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from tasks.stats import Item, items_from_dicts
 
 CHALLENGER, CHAMPION = "challenger", "champion"
+log = logging.getLogger(__name__)
 ITEMS_ARTIFACT = "eval/items.jsonl"  # each version's per-item results, the bar for the next challenger
 
 
@@ -50,14 +52,24 @@ def download_by_alias(model_name: str, alias: str, dest: Path) -> tuple[ModelVer
 
 
 def champion_items(model_name: str) -> tuple[ModelVersion, list[Item]] | None:
-    """The current champion and the per-item results stored with it; None while there is no champion."""
+    """The current champion and the per-item results stored with it (none for a version registered before
+    they were stored); None while there is no champion."""
     client = MlflowClient()
     try:
         version = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None  # no such model, or no champion yet
+    except MlflowException as exc:
+        # no such model, or no version holds the alias yet; anything else (a store outage) is an error
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ITEMS_ARTIFACT, dst_path=tmp)
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ITEMS_ARTIFACT,
+                                                       dst_path=tmp)
+        except (MlflowException, OSError):
+            log.warning("champion version %s has no stored %s: each gate compares with the base instead",
+                        version.version, ITEMS_ARTIFACT)
+            return version, []
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     return version, items_from_dicts(rows)
 

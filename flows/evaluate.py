@@ -46,7 +46,7 @@ def evaluate(params_file: str = "params.yaml") -> dict:
     seconds: dict[str, float] = {}
     with stage_run("evaluate", params), endpoint(params.judge, LOGS / "judge_server.log") as judge_url:
         tokenizer = load_tokenizer(BASE_DIR)
-        model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype)
+        model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype, all_params.train.quantization)
         items, guardrail_samples, mtbench_samples = [], [], []
         for name in MODELS:
             with as_model(model, name):

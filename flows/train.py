@@ -12,40 +12,47 @@ from flows.stage import run_stage, step
 from tasks.config import load_params
 from tasks.jsonl import read_jsonl, write_json
 from tasks.masking import build_examples
-from tasks.paths import ADAPTER_DIR, BASE_DIR, PLOTS, TRAIN, metrics_file
-from tasks.student import load_tokenizer, save_adapter
+from tasks.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN, metrics_file
+from tasks.student import folder_sha256, load_tokenizer, write_adapter_card
 from tasks.tracking import stage_run
-from tasks.train.lora import train_lora
-from tasks.train.plots import write_loss_curve
+from tasks.train.checkpoints import fingerprint_of
+from tasks.train.data import split_validation
+from tasks.train.launch import TrainJob, run_training
+from tasks.train.plots import write_loss_curves
 
 
 @flow(name="train", log_prints=True)
 def train(params_file: str = "params.yaml") -> dict[str, float]:
     all_params = load_params(Path(params_file))
-    params = all_params.train
-    dialogues = list(read_jsonl(TRAIN))
-    losses: list[tuple[int, float]] = []
-
-    def record_loss(step_number: int, loss: float) -> None:
-        losses.append((step_number, loss))
-        mlflow.log_metric("train_loss", loss, step=step_number)
-
-    with stage_run("train", params):
+    params, dtype = all_params.train, all_params.base.dtype
+    train_dialogues, validation_dialogues = split_validation(list(read_jsonl(TRAIN)), params.validation_fraction,
+                                                             params.seed)
+    with stage_run("train", params) as run:
         tokenizer = load_tokenizer(BASE_DIR)
         examples, emptied = step(build_examples, "tokenize-and-mask")(
-            dialogues, tokenizer, params.format, params.max_length)
-        model, summary = step(train_lora, "lora-train")(BASE_DIR, tokenizer, examples, params, record_loss,
-                                                         all_params.base.dtype)
+            train_dialogues, tokenizer, params.format, params.max_length)
+        validation, _ = step(build_examples, "tokenize-and-mask-validation")(
+            validation_dialogues, tokenizer, params.format, params.max_length)
+        base_sha256 = step(folder_sha256, "hash-base")(BASE_DIR)
+        # a checkpoint is resumed only by the training it belongs to (threads change speed, not results)
+        fingerprint = fingerprint_of(params=params.model_dump(exclude={"threads"}), dtype=dtype, base=base_sha256,
+                                     examples=examples, validation=validation)
         shutil.rmtree(ADAPTER_DIR, ignore_errors=True)
-        save_adapter(model, ADAPTER_DIR, base_ref=str(BASE_DIR))
-        summary["dialogues_emptied_by_truncation"] = float(emptied)
+        job = TrainJob(str(BASE_DIR), str(ADAPTER_DIR), str(CHECKPOINTS), params.model_dump(), dtype, fingerprint,
+                       examples, validation, run.info.run_id)
+        outcome = step(run_training, "lora-train")(job, params.processes)
+        write_adapter_card(ADAPTER_DIR, base_model=all_params.base.model, base_sha256=base_sha256,
+                           train_format=params.format, max_length=params.max_length)
+        summary = outcome.summary | {"dialogues_emptied_by_truncation": float(emptied)}
         write_json(metrics_file("train"), summary)
-        write_loss_curve(losses, PLOTS / "train_loss.csv", PLOTS / "train_loss.png")
-        mlflow.log_metrics({k: v for k, v in summary.items() if k != "train_loss"})
-        mlflow.log_artifact(str(PLOTS / "train_loss.png"))
+        curves = write_loss_curves(outcome.history, PLOTS)
+        mlflow.log_metrics({k: v for k, v in summary.items() if k not in ("train_loss", "eval_loss")}
+                           | {"train_loss_mean": summary["train_loss"]})
+        mlflow.log_artifact(str(curves["png"]))
         mlflow.log_artifacts(str(ADAPTER_DIR), "adapter")
-    print(f"trained {summary['trainable_params']:.0f} LoRA parameters on {len(examples)} dialogues; "
-          f"mean loss {summary['train_loss']:.3f}")
+    print(f"trained {summary['trainable_params']:.0f} LoRA parameters on {len(examples)} dialogues "
+          f"({len(validation)} for validation), {summary['steps']:.0f} steps; mean loss {summary['train_loss']:.3f}"
+          + (f", validation loss {summary['eval_loss']:.3f}" if "eval_loss" in summary else ""))
     return summary
 
 

@@ -174,11 +174,26 @@ class TrainParams(_Strict):
     lora: LoraParams = LoraParams()
     format: Literal["baize", "chat_template"] = "baize"
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
-    max_steps: PositiveInt = 60
+    # how long: passes over the train split, or a fixed number of optimizer steps (set one, null the other)
+    epochs: Annotated[float, Field(gt=0.0)] | None = 3.0
+    max_steps: PositiveInt | None = None
+    # examples per optimizer step, across every process (each process takes batch_size / processes),
+    # before gradient accumulation
     batch_size: PositiveInt = 2
     grad_accum: PositiveInt = 1
     max_length: Annotated[int, Field(ge=32)] = 384
-    warmup_steps: Annotated[int, Field(ge=0)] = 2
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    # a slice of the train split (whole seed groups) held back for the eval loss during training
+    validation_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
+    eval_steps: PositiveInt = 10
+    early_stopping_patience: PositiveInt | None = None  # evaluations without a better eval loss; null: off
+    save_steps: PositiveInt = 10  # checkpoints in models/checkpoints; a killed training resumes from the last
+    gradient_checkpointing: bool = False
+    # batches of similar lengths (less padding). No faster at batch 2 here (bench/train.py), and a resumed
+    # training then differs slightly from an uninterrupted one (the sampler's state is not checkpointed)
+    group_by_length: bool = False
+    processes: PositiveInt = 1  # > 1: `accelerate launch` with this many data-parallel processes
     # bf16 autocast: "auto" uses it where the hardware computes bf16 natively (CUDA, or a CPU with AVX512-BF16
     # or AMX); elsewhere it falls back to reference kernels ~100x slower than fp32 (seen on an AVX2 CPU)
     bf16: bool | Literal["auto"] = "auto"
@@ -187,9 +202,13 @@ class TrainParams(_Strict):
     threads: PositiveInt = 2
 
     @model_validator(mode="after")
-    def _warmup_within_steps(self) -> TrainParams:
-        if self.warmup_steps >= self.max_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
+    def _one_length(self) -> TrainParams:
+        if (self.epochs is None) == (self.max_steps is None):
+            raise ValueError("set exactly one of epochs and max_steps (the other null)")
+        if self.batch_size % self.processes:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of processes ({self.processes})")
+        if self.early_stopping_patience is not None and self.validation_fraction == 0:
+            raise ValueError("early_stopping_patience needs a validation slice (validation_fraction > 0)")
         return self
 
 
@@ -248,6 +267,39 @@ class RegisterParams(_Strict):
     seed: int = 0
 
 
+class SweepParams(_Strict):
+    """`python -m flows.sweep`: one member per combination of these train settings (dotted keys as
+    for `dvc exp run -S`), upstream stages shared."""
+    grid: dict[str, list[Any]] = {"train.lora.r": [4, 8, 16]}
+    concurrency: PositiveInt = 1  # members training at once (2 CPU cores here: one)
+
+    @model_validator(mode="after")
+    def _train_settings_only(self) -> SweepParams:
+        for key, values in self.grid.items():
+            if not key.startswith("train.") or not values:
+                raise ValueError(f"grid key {key!r}: a sweep varies train.* settings, each with at least one value")
+            for value in values:
+                apply_override(TrainParams().model_dump(), key.removeprefix("train."), value, TrainParams)
+        return self
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any, model: type[BaseModel]) -> BaseModel:
+    """`data` with one dotted key set, validated as `model` (a wrong key or value raises ValueError)."""
+    *path, last = dotted.split(".")
+    node = data
+    for part in path:
+        if not isinstance(node.get(part), dict):
+            raise ValueError(f"{dotted!r} names no setting")
+        node = node[part]
+    if last not in node:
+        raise ValueError(f"{dotted!r} names no setting")
+    node[last] = value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"{dotted}={value!r}: {exc.errors()[0]['msg']}") from None
+
+
 class Params(_Strict):
     base: BaseParams = BaseParams()
     seeds: SeedsParams
@@ -256,6 +308,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
+    sweep: SweepParams = SweepParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -6,6 +6,7 @@ from tasks.errors import SelfchatError
 
 BASE_DIR = Path("models/base")
 ADAPTER_DIR = Path("models/adapter")
+CHECKPOINTS = Path("models/checkpoints")  # training checkpoints: persisted by DVC, emptied after training
 SEEDS = Path("data/seeds.jsonl")
 JOURNALS = Path("data/collect")  # collection's resume journals: a working folder, not a DVC output
 DIALOGUES = Path("data/dialogues.jsonl")
@@ -19,6 +20,7 @@ QUALITY_REPORTS = Path("reports/quality")
 EVAL_REPORTS = Path("reports/eval")
 EVAL_ITEMS = EVAL_REPORTS / "items.jsonl"  # per-item results: what register compares
 CALIBRATION_REPORTS = Path("reports/calibrate")
+SWEEP_REPORTS = Path("reports/sweeps")  # one folder per decided sweep: comparison.md, plots, decision.json
 LOGS = Path("logs")
 PLOTS = Path("plots")
 

@@ -28,7 +28,8 @@ def test_project_params_are_valid():
      "collect.teacher.timeout_s: input should be greater than 0"),
     (lambda p: p.update(colect={}), "colect: unknown key"),
     (lambda p: p["train"].update(quantization="2bit"), "train.quantization: input should be 'none', '8bit' or '4bit'"),
-    (lambda p: p["train"].update(warmup_steps=99), "train: value error, warmup_steps (99) must be below max_steps"),
+    (lambda p: p["train"].update(max_steps=10), "train: value error, set exactly one of epochs and max_steps"),
+    (lambda p: p["train"].update(batch_size=3, processes=2), "train: value error, batch_size (3) must be a multiple"),
     (lambda p: p["seeds"].update(sources=[]), "seeds.sources: list should have at least 1 item"),
 ])
 def test_bad_params_name_the_key(edit, expected):

@@ -18,8 +18,8 @@ from tasks.masking import build_examples
 from tasks.register.gates import check_gates
 from tasks.register.registry import CHALLENGER, CHAMPION, champion_items, download_by_alias, register_adapter, set_alias
 from tasks.stats import ADAPTER, BASE, Item, aggregate
-from tasks.student import load_adapted, save_adapter
-from tasks.train.lora import TrainingError, train_lora
+from tasks.student import KbitUnavailable, load_adapted, save_adapter
+from tasks.train.lora import train_lora
 from tests.conftest import dialogue
 
 DIALOGUES = [
@@ -31,19 +31,18 @@ DIALOGUES = [
     dialogue("e", [("human", "What is a fever?"), ("ai", "A sign the body is fighting an infection.")]),
     dialogue("f", [("human", "Python functions?"), ("ai", "Functions hold code you can call by name.")]),
 ]
-PARAMS = TrainParams(max_steps=80, batch_size=3, learning_rate=5e-3, warmup_steps=0, bf16=False,
-                     max_length=128, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+PARAMS = TrainParams(epochs=None, max_steps=80, batch_size=3, learning_rate=5e-3, warmup_ratio=0.0, bf16=False,
+                     max_length=128, lora={"r": 4, "alpha": 8, "dropout": 0.0}, validation_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_base, tiny_tokenizer, tmp_path_factory):
     examples, _ = build_examples(DIALOGUES, tiny_tokenizer, "baize", 128)
-    losses = []
-    model, summary = train_lora(tiny_base, tiny_tokenizer, examples, PARAMS,
-                                lambda step, loss: losses.append((step, loss)))
+    model, outcome = train_lora(tiny_base, tiny_tokenizer, examples, [], PARAMS, tmp_path_factory.mktemp("ckpt"))
+    losses = [(entry["step"], entry["loss"]) for entry in outcome.history if "loss" in entry]
     adapter_dir = tmp_path_factory.mktemp("adapter")
     save_adapter(model, adapter_dir, base_ref=str(tiny_base))
-    return model, examples, losses, summary, adapter_dir
+    return model, examples, losses, outcome.summary, adapter_dir
 
 
 def logits(model, examples):
@@ -85,9 +84,10 @@ def test_perplexity_with_markers_matches_the_models_own_loss_and_content_scores_
     assert 0 < items[CONTENT].den < items[WITH_MARKERS].den
 
 
-def test_kbit_training_on_cpu_is_refused_clearly(tiny_base, tiny_tokenizer):
-    with pytest.raises(TrainingError, match="needs a CUDA GPU"):
-        train_lora(tiny_base, tiny_tokenizer, [object()], PARAMS.model_copy(update={"quantization": "4bit"}), print)
+def test_kbit_training_on_cpu_is_refused_clearly(tiny_base, tiny_tokenizer, tmp_path):
+    with pytest.raises(KbitUnavailable, match="needs a CUDA GPU"):
+        train_lora(tiny_base, tiny_tokenizer, [object()], [], PARAMS.model_copy(update={"quantization": "4bit"}),
+                   tmp_path)
 
 
 def test_guardrail_answers_come_with_and_without_the_prompt_and_carry_the_matchers_verdict(trained, tiny_tokenizer):
@@ -152,10 +152,10 @@ def test_register_and_load_by_alias(trained, tiny_base, tmp_path):
 
 
 @pytest.mark.parametrize("bf16", [False, True])
-def test_training_twice_gives_the_same_adapter(tiny_base, tiny_tokenizer, bf16):
+def test_training_twice_gives_the_same_adapter(tiny_base, tiny_tokenizer, bf16, tmp_path):
     examples, _ = build_examples(DIALOGUES, tiny_tokenizer, "baize", 128)
     params = PARAMS.model_copy(update={"max_steps": 3, "bf16": bf16})
-    runs = [train_lora(tiny_base, tiny_tokenizer, examples, params, lambda step, loss: None)[0] for _ in range(2)]
+    runs = [train_lora(tiny_base, tiny_tokenizer, examples, [], params, tmp_path / str(i))[0] for i in range(2)]
     first, second = (dict(model.named_parameters()) for model in runs)
     lora = [name for name in first if "lora_" in name]
     assert lora and all(torch.equal(first[name], second[name]) for name in lora)

@@ -1,0 +1,100 @@
+"""One training job, run in this process or, with train.processes > 1, under `accelerate launch` as that many
+data-parallel processes (gloo on CPU, NCCL on GPUs): multi-GPU is a launcher setting, not other code.
+
+`python -m accelerate.commands.launch ... -m tasks.train.launch JOB.json` is what the stage runs; each
+process trains, the main one writes the adapter and the outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tasks.config import TrainParams
+from tasks.masking import Example
+from tasks.student import load_tokenizer, save_adapter
+from tasks.train.checkpoints import clear_checkpoints, resume_point
+from tasks.train.lora import TrainingError, TrainingOutcome, train_lora
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainJob:
+    base_dir: str
+    adapter_dir: str
+    checkpoints: str
+    params: dict[str, Any]
+    dtype: str
+    fingerprint: dict[str, Any]
+    examples: list[Example]
+    validation: list[Example]
+    run_id: str | None = None  # the MLflow run receiving live step metrics
+    resume: str | None = None  # the checkpoint to continue from (set by run_training)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainJob:
+        data = dict(data)
+        for key in ("examples", "validation"):
+            data[key] = [Example(**e) for e in data[key]]
+        return cls(**data)
+
+
+def train_and_save(job: TrainJob) -> TrainingOutcome | None:
+    """Train; the main process saves the adapter (base recorded as `models/base`-style relative path) and
+    clears the checkpoints. Returns the outcome on the main process, None on the others."""
+    params = TrainParams.model_validate(job.params)
+    tokenizer = load_tokenizer(Path(job.base_dir))
+    model, outcome = train_lora(Path(job.base_dir), tokenizer, job.examples, job.validation, params,
+                                Path(job.checkpoints), job.resume, job.dtype, job.run_id)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return None
+    save_adapter(model, Path(job.adapter_dir), base_ref=job.base_dir)
+    clear_checkpoints(Path(job.checkpoints))
+    return outcome
+
+
+def accelerate_command(processes: int, job_file: Path) -> list[str]:
+    # --multi_gpu selects torch.distributed's launcher, which also runs CPU processes (gloo; --cpu would
+    # start a single process); the Trainer picks the device from use_cpu
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "tasks.train.launch", str(job_file)]
+
+
+def run_training(job: TrainJob, processes: int = 1) -> TrainingOutcome:
+    """Resume where a killed run of the same job stopped (its checkpoints), else start afresh."""
+    job = replace(job, resume=resume_point(Path(job.checkpoints), job.fingerprint))
+    if job.resume:
+        log.info("resuming training from %s", job.resume)
+    if processes == 1:
+        outcome = train_and_save(job)
+        assert outcome is not None
+        return outcome
+    with tempfile.TemporaryDirectory() as scratch:
+        job_file = Path(scratch) / "job.json"
+        job_file.write_text(json.dumps(asdict(job)))
+        command = accelerate_command(processes, job_file)
+        log.info("launching %d training processes: %s", processes, " ".join(command))
+        if subprocess.run(command).returncode != 0:
+            raise TrainingError(f"training under accelerate launch ({processes} processes) failed; see its log above")
+        data = json.loads((Path(scratch) / "outcome.json").read_text())
+    return TrainingOutcome(data["summary"], data["history"])
+
+
+def main(job_file: Path) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    outcome = train_and_save(TrainJob.from_json(json.loads(job_file.read_text())))
+    if outcome is not None:
+        (job_file.parent / "outcome.json").write_text(json.dumps(asdict(outcome)))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

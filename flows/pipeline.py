@@ -24,13 +24,10 @@ from tasks.versioning import commit_stage, stage_changed
 STAGES = [base, seeds, collect, validate, train, calibrate_judge, evaluate, register]
 
 
-@flow(name="selfchat-pipeline", log_prints=True)
-def pipeline(params_file: str = "params.yaml") -> dict[str, str]:
-    """seeds -> self-chat -> data contract -> LoRA -> judge calibration -> evaluation -> registry."""
-    # all stages of this run become children of one MLflow parent run
-    os.environ.setdefault(PIPELINE_ENV, uuid.uuid4().hex[:12])
+def run_changed_stages(stage_flows: list, params_file: str) -> dict[str, str]:
+    """Each stage whose inputs changed (DVC's judgement), in order, then recorded in dvc.lock."""
     outcome: dict[str, str] = {}
-    for stage_flow in STAGES:
+    for stage_flow in stage_flows:
         name = stage_flow.name
         if not step(stage_changed, f"dvc-status-{name}")(name):
             outcome[name] = "unchanged"
@@ -40,6 +37,14 @@ def pipeline(params_file: str = "params.yaml") -> dict[str, str]:
         step(commit_stage, f"dvc-commit-{name}")(name)
         outcome[name] = "ran"
     return outcome
+
+
+@flow(name="selfchat-pipeline", log_prints=True)
+def pipeline(params_file: str = "params.yaml") -> dict[str, str]:
+    """seeds -> self-chat -> data contract -> LoRA -> judge calibration -> evaluation -> registry."""
+    # all stages of this run become children of one MLflow parent run
+    os.environ.setdefault(PIPELINE_ENV, uuid.uuid4().hex[:12])
+    return run_changed_stages(STAGES, params_file)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,18 @@ from tasks.config import load_params
 from tasks.jsonl import read_jsonl, write_json
 from tasks.paths import ADAPTER_DIR, EVAL_ITEMS, metrics_file
 from tasks.register.gates import check_gates, promotion_report
-from tasks.register.registry import CHALLENGER, CHAMPION, champion_items, promotion_lock, register_adapter, set_alias
+from tasks.register.registry import (
+    CHALLENGER,
+    CHAMPION,
+    PENDING,
+    promotion_bar,
+    promotion_lock,
+    register_adapter,
+    set_alias,
+    sweep_member,
+)
 from tasks.stats import ADAPTER, BASE, items_from_dicts
+from tasks.student import ADAPTER_CARD, adapter_lineage
 from tasks.tracking import flatten, lineage_tags, stage_run
 
 
@@ -24,35 +34,37 @@ def register(params_file: str = "params.yaml") -> dict:
     params = all_params.register_
     items = items_from_dicts(read_jsonl(EVAL_ITEMS))
     challenger = [i for i in items if i.model == ADAPTER]
-    # decided once per version, under a lock: a sweep's members cannot race for the alias
+    member = sweep_member()
+    # decided once per version, under a lock: two runs finishing together cannot both take the alias
     with stage_run("register", params), promotion_lock():
-        champion = champion_items(params.model_name)
-        if champion is None:
-            bar_name, bar = "the base model (no champion yet)", [i for i in items if i.model == BASE]
-        else:
-            bar_name, bar = f"champion version {champion[0].version}", [i for i in champion[1] if i.model == ADAPTER]
+        bar_name, bar = promotion_bar(params.model_name, items)
         gates = check_gates(challenger, bar, params, fallback=[i for i in items if i.model == BASE])
-        promoted = all(g.passed for g in gates)
+        promoted = all(g.passed for g in gates) and member is None
+        decision = PENDING if member else "promoted" if promoted else "not promoted"
         mlflow.log_artifact(str(EVAL_ITEMS), "eval")  # the bar for the next challenger
-        tags = {**lineage_tags("register"), "base.model": all_params.base.model,
-                **flatten(all_params.train, "train."), "promotion.bar": bar_name,
-                "promotion.decision": "promoted" if promoted else "not promoted",
-                **{f"gate.{g.metric}": str(g)[:500] for g in gates}}
+        mlflow.log_artifact(str(ADAPTER_DIR / ADAPTER_CARD), "adapter")
+        tags = {**lineage_tags("register"), **adapter_lineage(ADAPTER_DIR), "base.model": all_params.base.model,
+                "evaluate.guardrail_prompt": all_params.evaluate.guardrail_prompt,
+                **flatten(all_params.train, "train."), "promotion.bar": bar_name, "promotion.decision": decision,
+                **({"sweep.id": member} if member else {}), **{f"gate.{g.metric}": str(g)[:500] for g in gates}}
         version = register_adapter(ADAPTER_DIR, params.model_name, tags)
-        report = promotion_report(version.version, bar_name, gates, promoted)
-        set_alias(params.model_name, CHALLENGER, version.version)
+        headline = (f"pending: a member of sweep {member}; `python -m flows.promote` promotes at most one member"
+                    if member else "promoted to champion" if promoted else "not promoted")
+        report = promotion_report(version.version, bar_name, gates, headline)
+        if member is None:
+            set_alias(params.model_name, CHALLENGER, version.version)
         if promoted:
             set_alias(params.model_name, CHAMPION, version.version)
         mlflow.MlflowClient().update_model_version(params.model_name, version.version, description=report)
-        result = {"model_name": params.model_name, "version": int(version.version), "promoted": promoted,
+        result = {"model_name": params.model_name, "promoted": promoted, "decision": decision,
                   "bar": bar_name, "primary_metric": params.primary_metric,
                   "gates": {g.metric: g.as_dict() for g in gates}}
         write_json(metrics_file("register"), result)
         mlflow.log_text(report, "promotion.md")
-        mlflow.log_dict(result, "register.json")
+        mlflow.log_dict(result | {"version": int(version.version)}, "register.json")
         mlflow.log_metric("promoted", float(promoted))
-    print(f"{params.model_name} version {version.version} vs {bar_name}: "
-          f"{'promoted to champion' if promoted else 'not promoted'}\n" + "\n".join(f"  {g}" for g in gates))
+    print(f"{params.model_name} version {version.version} vs {bar_name}: {headline}\n"
+          + "\n".join(f"  {g}" for g in gates))
     return result
 
 

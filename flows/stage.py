@@ -65,7 +65,8 @@ class _CtrlC:
         raise KeyboardInterrupt
 
 
-def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, needs: Sequence[Path] = ()) -> None:
+def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, needs: Sequence[Path] = (),
+              **parameters: Any) -> None:
     """`python -m flows.<stage>`: check the params and that the input files it `needs` exist, then run the
     flow reporting to the project's Prefect server (started once, shared by every stage; see
     tasks/prefect_server.py)."""
@@ -79,7 +80,7 @@ def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, 
     signal.signal(signal.SIGINT, _CtrlC.handler)
     try:
         with temporary_settings(updates={PREFECT_API_URL: ensure_server()}):
-            call_flow(flow, params_file=args.params)
+            call_flow(flow, params_file=args.params, **parameters)
     except SelfchatError as exc:  # Prefect has logged the failed run; the user gets the reason
         fail(INTERRUPTED if _CtrlC.pressed else str(exc), 130 if _CtrlC.pressed else 1)
     except (KeyboardInterrupt, asyncio.CancelledError):

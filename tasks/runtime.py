@@ -21,9 +21,16 @@ OFFLINE_DEFAULTS = {
 }
 
 
-def apply_runtime_defaults(project_root: Path | None = None) -> None:
+def project_root() -> Path:
+    """Where the project's state lives (tracking store, Prefect home). A queued `dvc exp run` works in a
+    temporary copy under .dvc/tmp/exps and names the real project in DVC_ROOT: its runs, registry
+    versions and Prefect flow runs belong to the project, not to a copy that is deleted afterwards."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def apply_runtime_defaults(project_root_dir: Path | None = None) -> None:
     """Set offline/telemetry switches unless the user already chose otherwise."""
-    root = (project_root or Path.cwd()).resolve()
+    root = (project_root_dir or project_root()).resolve()
     for key, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import sqlite3
@@ -23,7 +24,8 @@ from pydantic import BaseModel
 
 EXPERIMENT = os.environ.get("SELFCHAT_EXPERIMENT", "selfchat")
 PIPELINE_ENV = "SELFCHAT_PIPELINE_ID"
-ARTIFACT_ROOT = Path("mlartifacts")
+PARENT_ENV = "SELFCHAT_PARENT_RUN_ID"  # a sweep's run: each member's pipeline run nests under it
+ARTIFACTS = "mlartifacts"  # next to the sqlite store
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +73,9 @@ def ensure_experiment(name: str = EXPERIMENT) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = ARTIFACT_ROOT.resolve().as_uri() if mlflow.get_tracking_uri().startswith("sqlite") else None
+    uri, location = mlflow.get_tracking_uri(), None
+    if uri.startswith("sqlite:///"):  # beside the store, wherever this process runs (queued experiments)
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / ARTIFACTS).as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 
@@ -129,7 +133,25 @@ def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
     return flat
 
 
-def _parent_run(experiment_id: str, pipeline_id: str) -> str:
+SWEEP_ENV = "SELFCHAT_SWEEP_ID"  # set by flows.sweep for its members
+
+
+def dvc_experiment() -> tuple[str, str] | None:
+    """(sweep id, member id) when this process runs for a `dvc exp run` member, else None.
+
+    DVC names the baseline commit of every experiment (members queued from one commit are one sweep) but
+    names the experiment only when --name was given; otherwise the member's temporary copy tells members
+    apart."""
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    if not baseline:
+        return None
+    sweep = os.environ.get(SWEEP_ENV) or f"exp-{baseline[:7]}"
+    member = os.environ.get("DVC_EXP_NAME") or f"{baseline[:7]}-{hashlib.sha256(os.getcwd().encode()).hexdigest()[:6]}"
+    return sweep, member
+
+
+def pipeline_run(experiment_id: str, pipeline_id: str) -> str:
+    """The parent run of a pipeline (or sweep) id, made on first use."""
     found = mlflow.search_runs(
         experiment_ids=[experiment_id],
         filter_string=f"tags.`selfchat.pipeline_id` = '{pipeline_id}' and tags.`selfchat.role` = 'pipeline'",
@@ -138,9 +160,13 @@ def _parent_run(experiment_id: str, pipeline_id: str) -> str:
     )
     if found:
         return found[0].info.run_id
-    parent = mlflow.start_run(experiment_id=experiment_id, run_name=f"pipeline {pipeline_id}",
-                              tags={"selfchat.pipeline_id": pipeline_id, "selfchat.role": "pipeline",
-                                    "git.sha": git_sha()})
+    experiment = dvc_experiment()
+    experiment_name = experiment[1] if experiment else None
+    tags = {"selfchat.pipeline_id": pipeline_id, "selfchat.role": "pipeline", "git.sha": git_sha(),
+            **({"mlflow.parentRunId": os.environ[PARENT_ENV]} if os.environ.get(PARENT_ENV) else {}),
+            **({"dvc.experiment": experiment_name} if experiment_name else {})}
+    parent = mlflow.start_run(experiment_id=experiment_id, run_name=f"pipeline {experiment_name or pipeline_id}",
+                              tags=tags)
     mlflow.end_run()
     return parent.info.run_id
 
@@ -150,8 +176,10 @@ def stage_run(stage: str, params: BaseModel) -> Iterator[Run]:
     """Child run of this pipeline run (SELFCHAT_PIPELINE_ID groups `dvc repro`'s separate processes)."""
     ensure_tracking_store()
     experiment_id = ensure_experiment()
-    pipeline_id = os.environ.get(PIPELINE_ENV) or uuid.uuid4().hex[:12]
-    parent_id = _parent_run(experiment_id, pipeline_id)
+    # one id groups a run's stages (separate processes under `dvc repro`); a dvc exp member's is its own
+    experiment = dvc_experiment()
+    pipeline_id = os.environ.get(PIPELINE_ENV) or (experiment[1] if experiment else uuid.uuid4().hex[:12])
+    parent_id = pipeline_run(experiment_id, pipeline_id)
     tags = {"selfchat.stage": stage, "selfchat.pipeline_id": pipeline_id, "selfchat.role": "stage",
             "mlflow.parentRunId": parent_id, **lineage_tags(stage)}
     with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags) as run:

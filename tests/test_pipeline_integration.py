@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from tasks.student import folder_sha256
 from tests.conftest import stage_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, prefect_a
                                             {"source": "builtin:coding", "domain": "tech", "limit": 3}])
     params["collect"]["max_tokens"] = 160
     # a high learning rate: three steps must move the tiny model's held-out perplexity clearly
-    params["train"].update(max_steps=3, warmup_steps=0, batch_size=2, bf16=False, max_length=128,
+    params["train"].update(epochs=None, max_steps=3, warmup_ratio=0.0, batch_size=2, bf16=False, max_length=128,
                            learning_rate=0.01)
     params["evaluate"].update(should_refuse=[{"name": "jailbreakbench", "limit": 2}],
                               should_answer=[{"name": "overrefusal_benign_edgy", "limit": 2}], max_new_tokens=8,
@@ -131,6 +132,10 @@ def test_registry_entry_alias_and_grouped_runs(project):
     version = client.get_model_version_by_alias("selfchat-adapter", "challenger")
     assert str(version.version) == "1"
     assert version.tags["dvc.data/train.jsonl"] and version.tags["train.lora.r"] == "8"
+    # which base, by content: the hash of the folder the adapter was trained on
+    assert version.tags["base.sha256"] == folder_sha256(root / "models/base")
+    assert version.tags["train.format"] == "baize"
+    assert "declines" in version.tags["evaluate.guardrail_prompt"]
     decision = json.loads((root / "metrics/register.json").read_text())
     assert decision["promoted"] is True and decision["bar"].startswith("the base model"), decision
     assert version.tags["promotion.decision"] == "promoted" and "Compared with" in version.description
@@ -171,7 +176,8 @@ def test_same_inputs_give_byte_identical_outputs(project):
             "reports/eval", "metrics/calibrate.json"} <= after.keys()
     # the same adapter again is a challenger equal to the champion: registered, not promoted
     decision = json.loads((root / "metrics/register.json").read_text())
-    assert decision["version"] == 2 and decision["bar"] == "champion version 1" and decision["promoted"] is False
+    assert decision["bar"] == "champion version 1" and decision["promoted"] is False
+    assert str(registry(root).get_model_version_by_alias("selfchat-adapter", "challenger").version) == "2"
     primary = decision["gates"]["perplexity_with_markers"]["difference"]
     assert primary["value"] == 0.0 and not decision["gates"]["perplexity_with_markers"]["passed"]
 

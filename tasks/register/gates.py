@@ -89,9 +89,9 @@ def check_gates(challenger: list[Item], bar: list[Item], params: RegisterParams,
     return gates
 
 
-def promotion_report(version: str, bar: str, gates: list[Gate], promoted: bool) -> str:
+def promotion_report(version: str, bar: str, gates: list[Gate], decision: str) -> str:
     """Markdown for the MLflow run and the version's description: the decision and every number behind it."""
-    lines = [f"# Version {version}: {'promoted to champion' if promoted else 'not promoted'}", "",
+    lines = [f"# Version {version}: {decision}", "",
              f"Compared with **{bar}** on the same items (paired bootstrap, challenger − bar).", "",
              "| metric | rule | challenger | bar | difference [interval] | n | |", "|---|---|---|---|---|---|---|"]
     for g in gates:

@@ -15,7 +15,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from tasks.stats import Item, items_from_dicts
+from tasks.stats import ADAPTER, BASE, Item, items_from_dicts
+from tasks.tracking import dvc_experiment
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 log = logging.getLogger(__name__)
@@ -62,16 +63,12 @@ def champion_items(model_name: str) -> tuple[ModelVersion, list[Item]] | None:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ITEMS_ARTIFACT,
-                                                       dst_path=tmp)
-        except (MlflowException, OSError):
-            log.warning("champion version %s has no stored %s: each gate compares with the base instead",
-                        version.version, ITEMS_ARTIFACT)
-            return version, []
-        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return version, items_from_dicts(rows)
+    try:
+        return version, version_items(version)
+    except (MlflowException, OSError):
+        log.warning("champion version %s has no stored %s: each gate compares with the base instead",
+                    version.version, ITEMS_ARTIFACT)
+        return version, []
 
 
 @contextmanager
@@ -86,3 +83,37 @@ def promotion_lock() -> Iterator[None]:
     with lock_path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
+
+
+PENDING = "pending"  # promotion.decision of a sweep member until the sweep is decided
+
+
+def sweep_member() -> str | None:
+    """The sweep this run belongs to (a Prefect sweep, or `dvc exp run` members of one baseline commit).
+    A member is registered but never moves an alias by itself: `python -m flows.promote` decides."""
+    experiment = dvc_experiment()
+    return experiment[0] if experiment else None
+
+
+def promotion_bar(model_name: str, items: list[Item]) -> tuple[str, list[Item]]:
+    """What a challenger must beat: the champion's stored adapter items, or this run's base while there
+    is no champion."""
+    champion = champion_items(model_name)
+    if champion is None:
+        return "the base model (no champion yet)", [i for i in items if i.model == BASE]
+    return f"champion version {champion[0].version}", [i for i in champion[1] if i.model == ADAPTER]
+
+
+def version_items(version: ModelVersion) -> list[Item]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ITEMS_ARTIFACT, dst_path=tmp)
+        return items_from_dicts(json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
+
+
+def pending_versions(model_name: str, sweep: str | None = None) -> list[ModelVersion]:
+    """Registered sweep members not decided yet (of one sweep, or all), oldest first."""
+    query = f"name = '{model_name}' and tag.`promotion.decision` = '{PENDING}'"
+    if sweep:
+        query += f" and tag.`sweep.id` = '{sweep}'"
+    found = MlflowClient().search_model_versions(query)
+    return sorted(found, key=lambda v: int(v.version))

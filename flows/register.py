@@ -44,6 +44,7 @@ def register(params_file: str = "params.yaml") -> dict:
         mlflow.log_artifact(str(EVAL_ITEMS), "eval")  # the bar for the next challenger
         mlflow.log_artifact(str(ADAPTER_DIR / ADAPTER_CARD), "adapter")
         tags = {**lineage_tags("register"), **adapter_lineage(ADAPTER_DIR), "base.model": all_params.base.model,
+                "base.dtype": all_params.base.dtype,
                 "evaluate.guardrail_prompt": all_params.evaluate.guardrail_prompt,
                 **flatten(all_params.train, "train."), "promotion.bar": bar_name, "promotion.decision": decision,
                 **({"sweep.id": member} if member else {}), **{f"gate.{g.metric}": str(g)[:500] for g in gates}}

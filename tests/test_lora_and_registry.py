@@ -16,11 +16,19 @@ from tasks.evaluate.perplexity import CONTENT, WITH_MARKERS, heldout_items
 from tasks.jsonl import write_jsonl
 from tasks.masking import build_examples
 from tasks.register.gates import check_gates
-from tasks.register.registry import CHALLENGER, CHAMPION, champion_items, download_by_alias, register_adapter, set_alias
+from tasks.register.registry import (
+    CHALLENGER,
+    CHAMPION,
+    BaseMismatch,
+    champion_items,
+    load_by_alias,
+    register_adapter,
+    set_alias,
+)
 from tasks.stats import ADAPTER, BASE, Item, aggregate
-from tasks.student import KbitUnavailable, load_adapted, save_adapter
+from tasks.student import KbitUnavailable, folder_sha256, load_adapted, save_adapter
 from tasks.train.lora import train_lora
-from tests.conftest import dialogue
+from tests.conftest import build_tiny_model, dialogue
 
 DIALOGUES = [
     dialogue("a", [("human", "How do I reset my router?"), ("ai", "Unplug it for thirty seconds.")]),
@@ -137,16 +145,20 @@ def test_register_and_load_by_alias(trained, tiny_base, tmp_path):
         assert champion_items("tiny-adapter") is None  # no model yet: the base is the bar
         with mlflow.start_run(experiment_id=experiment):
             mlflow.log_artifact(str(tmp_path / "items.jsonl"), "eval")
-            version = register_adapter(adapter_dir, "tiny-adapter", {"git.sha": "abc"})
+            version = register_adapter(adapter_dir, "tiny-adapter",
+                                       {"git.sha": "abc", "base.sha256": folder_sha256(tiny_base)})
         set_alias("tiny-adapter", CHALLENGER, version.version)
         assert champion_items("tiny-adapter") is None  # registered, but no champion yet
         set_alias("tiny-adapter", CHAMPION, version.version)
         champion, stored = champion_items("tiny-adapter")
         assert champion.version == version.version and stored == items
-        found, path = download_by_alias("tiny-adapter", CHALLENGER, tmp_path / "download")
+        found, reloaded = load_by_alias("tiny-adapter", CHALLENGER, tiny_base, tmp_path / "download")
         assert found.version == version.version and found.tags["git.sha"] == "abc"
-        reloaded = load_adapted(tiny_base, path)
         assert torch.allclose(logits(model, examples), logits(reloaded, examples), atol=1e-6)
+        # another base than the one it was trained on is refused, naming what to do
+        other = build_tiny_model(tmp_path / "other-base", seed=1)
+        with pytest.raises(BaseMismatch, match="dvc pull models/base"):
+            load_by_alias("tiny-adapter", CHAMPION, other, tmp_path / "again")
     finally:
         mlflow.set_tracking_uri(None)
 

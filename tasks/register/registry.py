@@ -14,8 +14,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from peft import PeftModel
 
+from tasks.errors import SelfchatError
 from tasks.stats import ADAPTER, BASE, Item, items_from_dicts
+from tasks.student import folder_sha256, load_adapted
 from tasks.tracking import dvc_experiment
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -117,3 +120,19 @@ def pending_versions(model_name: str, sweep: str | None = None) -> list[ModelVer
         query += f" and tag.`sweep.id` = '{sweep}'"
     found = MlflowClient().search_model_versions(query)
     return sorted(found, key=lambda v: int(v.version))
+
+
+class BaseMismatch(SelfchatError):
+    pass
+
+
+def load_by_alias(model_name: str, alias: str, base_dir: Path, dest: Path) -> tuple[ModelVersion, PeftModel]:
+    """A registered adapter on the base it was trained on, checked by content: in a fresh clone,
+    `dvc pull models/base` first (and point MLFLOW_TRACKING_URI at the shared tracking store)."""
+    version, path = download_by_alias(model_name, alias, dest)
+    expected = version.tags.get("base.sha256")
+    if expected and folder_sha256(base_dir) != expected:
+        raise BaseMismatch(f"{model_name}@{alias} (version {version.version}) was trained on a base with sha256 "
+                           f"{expected[:12]}..., not the one in {base_dir}: check out the commit in its git.sha tag "
+                           "and `dvc pull models/base`")
+    return version, load_adapted(base_dir, path, version.tags.get("base.dtype", "float32"))

@@ -28,7 +28,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run pipeline up down test test-slow lint mlflow-ui prefect-ui clean
+.PHONY: install run pipeline sweep promote up down test test-slow lint mlflow-ui prefect-ui clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,14 @@ run: install up
 # The same pipeline as one Prefect flow (what a Prefect deployment schedules).
 pipeline: install up
 	$(PY) -m flows.pipeline
+
+# A LoRA sweep as one Prefect flow (sweep.grid in params.yaml; members are DVC experiments), then one decision.
+sweep: install up
+	$(PY) -m flows.sweep
+
+# Decide the pending members of a `dvc exp run --queue` sweep: comparison report, at most one promotion.
+promote: install up
+	$(PY) -m flows.promote
 
 # The project's local Prefect server on 127.0.0.1 (reused when running; its database is .prefect/).
 up: install

@@ -11,13 +11,23 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from prefect import flow
 
 from flows.stage import fail, run_stage
-from tasks.config import ConfigError, load_params
+from tasks.config import ConfigError, RegisterParams, load_params
 from tasks.errors import SelfchatError
 from tasks.jsonl import write_json
 from tasks.paths import SWEEP_REPORTS
+from tasks.promote.comparison import (
+    Member,
+    comparison_markdown,
+    comparison_plots,
+    member_labels,
+    rank_members,
+    train_run_facts,
+)
 from tasks.register.gates import check_gates, promotion_report
 from tasks.register.registry import (
     CHALLENGER,
@@ -25,16 +35,9 @@ from tasks.register.registry import (
     pending_versions,
     promotion_bar,
     promotion_lock,
+    record_promotion,
     set_alias,
     version_items,
-)
-from tasks.register.sweep import (
-    Member,
-    comparison_markdown,
-    comparison_plots,
-    member_labels,
-    rank_members,
-    train_run_facts,
 )
 from tasks.stats import ADAPTER, BASE
 from tasks.tracking import stage_run
@@ -44,8 +47,69 @@ class NothingToDecide(SelfchatError):
     pass
 
 
+def load_members(client: MlflowClient, versions: list[ModelVersion], primary_metric: str
+                 ) -> tuple[list[Member], dict[str, str]]:
+    """The members that can be compared, and why each other one cannot (no stored items, no primary metric)."""
+    members, excluded = [], {}
+    for version, label in zip(versions, member_labels([v.tags for v in versions]), strict=True):
+        try:
+            items = version_items(version)
+        except (MlflowException, OSError):
+            excluded[version.version] = "not promoted: no stored evaluation items"
+            continue
+        if not any(i.metric == primary_metric and i.model == ADAPTER for i in items):
+            excluded[version.version] = f"not promoted: no {primary_metric} result"
+            continue
+        facts, curves = train_run_facts(client, version)
+        members.append(Member(version.version, label, version.tags, items, facts, curves))
+    return members, excluded
+
+
+def decide_sweep(client: MlflowClient, params: RegisterParams, sweep: str, versions: list[ModelVersion]) -> dict:
+    """Rank the members, gate the best one against the champion (or the base), record every outcome."""
+    members, excluded = load_members(client, versions, params.primary_metric)
+    for version, reason in excluded.items():
+        client.set_model_version_tag(params.model_name, version, "promotion.decision", reason)
+    if not members:
+        raise NothingToDecide(f"sweep {sweep}: no member can be compared ({'; '.join(set(excluded.values()))})")
+    ranked = rank_members(members, params.primary_metric)
+    best = ranked[0]
+    bar_name, bar = promotion_bar(params.model_name, best.items)
+    gates = check_gates([i for i in best.items if i.model == ADAPTER], bar, params,
+                        fallback=[i for i in best.items if i.model == BASE])
+    promoted = all(g.passed for g in gates)
+    decision = (f"Version {best.version} ({best.label}) is the best member by {params.primary_metric}; "
+                + (f"it beat {bar_name} and is now champion." if promoted else f"it did not beat {bar_name}: "
+                   "not promoted."))
+    outcome = "promoted" if promoted else "not promoted"
+    record_promotion(params.model_name, best.version, outcome,
+                     promotion_report(best.version, bar_name, gates, outcome), bar_name, gates)
+    for member in ranked[1:]:
+        lost = f"not promoted: version {best.version} won sweep {sweep}"
+        client.set_model_version_tag(params.model_name, member.version, "promotion.decision", lost)
+        client.update_model_version(params.model_name, member.version,
+                                    description=f"{lost} (see reports/sweeps/{sweep}/comparison.md)")
+    set_alias(params.model_name, CHALLENGER, best.version)
+    if promoted:
+        set_alias(params.model_name, CHAMPION, best.version)
+    gated = [params.primary_metric] + [g.metric for g in gates if g.metric != params.primary_metric]
+    folder = SWEEP_REPORTS / sweep
+    folder.mkdir(parents=True, exist_ok=True)
+    report = comparison_markdown(sweep, ranked, gated, decision)
+    (folder / "comparison.md").write_text(report)
+    for plot in comparison_plots(ranked, gated, folder):
+        mlflow.log_artifact(str(plot), f"sweeps/{sweep}")
+    mlflow.log_text(report, f"sweeps/{sweep}/comparison.md")
+    result = {"sweep": sweep, "members": [m.version for m in ranked], "excluded": excluded, "best": best.version,
+              "promoted": promoted, "bar": bar_name, "gates": {g.metric: g.as_dict() for g in gates}}
+    write_json(folder / "decision.json", result)
+    print(report)
+    return result
+
+
 @flow(name="promote", log_prints=True)
 def promote(params_file: str = "params.yaml", sweep: str | None = None) -> dict:
+    """One decision per sweep with pending members (or only `sweep`); returns {sweep id: decision}."""
     params = load_params(Path(params_file)).register_
     client = MlflowClient()
     with stage_run("promote", params), promotion_lock():
@@ -53,45 +117,10 @@ def promote(params_file: str = "params.yaml", sweep: str | None = None) -> dict:
         if not versions:
             raise NothingToDecide(f"no pending sweep members of {params.model_name}"
                                   + (f" in sweep {sweep}" if sweep else "") + ": run a sweep first")
-        sweep_name = sweep or "pending-" + "-".join(v.version for v in versions)
-        labels = member_labels([v.tags for v in versions])
-        members = []
-        for version, label in zip(versions, labels, strict=True):
-            facts, curves = train_run_facts(client, version)
-            members.append(Member(version.version, label, version.tags, version_items(version), facts, curves))
-        ranked = rank_members(members, params.primary_metric)
-        best = ranked[0]
-        bar_name, bar = promotion_bar(params.model_name, best.items)
-        gates = check_gates([i for i in best.items if i.model == ADAPTER], bar, params,
-                            fallback=[i for i in best.items if i.model == BASE])
-        promoted = all(g.passed for g in gates)
-        decision = f"version {best.version} ({best.label}) is the best member by {params.primary_metric}; " + \
-            (f"it beat {bar_name} and is now champion" if promoted else f"it did not beat {bar_name}: not promoted")
-        for member in members:
-            if member is best:
-                outcome = "promoted" if promoted else "not promoted"
-                client.update_model_version(params.model_name, member.version,
-                                            description=promotion_report(member.version, bar_name, gates, outcome))
-            else:
-                outcome = f"not promoted: version {best.version} won sweep {sweep_name}"
-            client.set_model_version_tag(params.model_name, member.version, "promotion.decision", outcome)
-        set_alias(params.model_name, CHALLENGER, best.version)
-        if promoted:
-            set_alias(params.model_name, CHAMPION, best.version)
-        gated = [params.primary_metric] + [g.metric for g in gates if g.metric != params.primary_metric]
-        folder = SWEEP_REPORTS / sweep_name
-        report = comparison_markdown(sweep_name, ranked, gated, decision)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "comparison.md").write_text(report)
-        for plot in comparison_plots(ranked, gated, folder):
-            mlflow.log_artifact(str(plot), "sweep")
-        mlflow.log_text(report, "sweep/comparison.md")
-        result = {"sweep": sweep_name, "members": [m.version for m in members], "best": best.version,
-                  "promoted": promoted, "bar": bar_name, "gates": {g.metric: g.as_dict() for g in gates}}
-        write_json(folder / "decision.json", result)
-        mlflow.log_dict(result, "promote.json")
-    print(report)
-    return result
+        # members of different sweeps may have been evaluated on different held-out items: decided apart
+        sweeps = sorted({v.tags.get("sweep.id", "unnamed") for v in versions})
+        return {name: decide_sweep(client, params, name, [v for v in versions if v.tags.get("sweep.id", "unnamed")
+                                                         == name]) for name in sweeps}
 
 
 def parse_command_line() -> argparse.Namespace:

@@ -3,21 +3,23 @@
     python -m flows.sweep                      # the grid in params.yaml (sweep.grid)
     python -m flows.sweep --grid 'train.lora.r=4,8,16' --grid 'train.learning_rate=1e-4,2e-4'
 
-Each member is `dvc exp run --temp -S ...` (train, evaluate, register in a temporary copy), so the members
-are the same experiments `dvc exp show` and `dvc plots diff` compare, whichever way the sweep was run.
+Members are queued as DVC experiments and run by DVC's own queue workers (`dvc queue start -j
+sweep.concurrency`, each in a temporary copy), so they are the same experiments `dvc exp show` and `dvc
+plots diff` compare, whichever way the sweep was run; a Prefect task per member follows its state.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
+from dvc.repo import Repo
 from mlflow import MlflowClient
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -30,7 +32,7 @@ from flows.promote import promote
 from flows.seeds import seeds
 from flows.stage import call_flow, fail, run_stage, step
 from flows.validate import validate
-from tasks.config import ConfigError, SweepParams, load_params
+from tasks.config import ConfigError, check_grid, grid_members, load_params
 from tasks.errors import SelfchatError
 from tasks.tracking import (
     PARENT_ENV,
@@ -48,22 +50,41 @@ class MemberFailed(SelfchatError):
     pass
 
 
-def grid_members(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination, in the grid's order."""
-    keys = list(grid)
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def run_member(name: str, overrides: dict[str, Any], env: dict[str, str]) -> str:
-    """One member as a DVC experiment in a temporary copy; its stages report to this project's stores."""
-    command = ["dvc", "exp", "run", "--temp", "--name", name]
+def queue_member(name: str, overrides: dict[str, Any]) -> str:
+    command = ["dvc", "exp", "run", "--queue", "--name", name]
     for key, value in overrides.items():
         command += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
-    print("member", name, ":", " ".join(command))
-    done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise MemberFailed(f"sweep member {name} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        raise MemberFailed(f"could not queue sweep member {name}: {last_line(done)}")
     return name
+
+
+def last_line(done: subprocess.CompletedProcess) -> str:
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit code {done.returncode}"
+
+
+def start_workers(concurrency: int, env: dict[str, str]) -> None:
+    """DVC's queue workers (they inherit `env`: the sweep id and its MLflow run, for every member)."""
+    done = subprocess.run(["dvc", "queue", "start", "-j", str(concurrency)], env={**os.environ, **env},
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MemberFailed(f"dvc queue start failed: {last_line(done)}")
+
+
+def wait_for_member(name: str, poll_s: float = 10.0) -> str:
+    """Until DVC's queue reports the member done; its log is `dvc queue logs NAME`."""
+    while True:
+        with Repo(".") as repo:
+            states = {entry.get("name"): entry["status"] for entry in repo.experiments.celery_queue.status()}
+        state = states.get(name)
+        if state == "Success":
+            return name
+        if state in (None, "Failed"):
+            raise MemberFailed(f"sweep member {name} {'failed' if state else 'is no longer queued'}: "
+                               f"see `dvc queue logs {name}`")
+        time.sleep(poll_s)
 
 
 @flow(name="selfchat-sweep", log_prints=True)
@@ -77,13 +98,20 @@ def sweep(params_file: str = "params.yaml", grid: dict[str, list[Any]] | None = 
     ensure_tracking_store()
     parent = pipeline_run(ensure_experiment(), sweep_id)
     MlflowClient().log_dict(parent, {"grid": grid or settings.grid, "members": members}, "sweep.json")
-    futures = []
-    for index, overrides in enumerate(members):
-        name = f"{sweep_id}-{index}"
-        env = {SWEEP_ENV: sweep_id, PIPELINE_ENV: name, PARENT_ENV: parent}
-        futures.append(step(run_member, f"member-{index}").submit(name, overrides, env))
-    names = [f.result() for f in futures]
-    decision = call_flow(promote, params_file=params_file, sweep=sweep_id)
+    names = [step(queue_member, f"queue-member-{i}")(f"{sweep_id}-{i}", overrides)
+             for i, overrides in enumerate(members)]
+    step(start_workers, "dvc-queue-start")(settings.concurrency, {SWEEP_ENV: sweep_id, PARENT_ENV: parent})
+    waits = [step(wait_for_member, f"member-{i}").submit(name) for i, name in enumerate(names)]
+    failed = []
+    for wait in waits:
+        try:
+            wait.result()
+        except MemberFailed as exc:
+            failed.append(str(exc))
+    # the members that finished are decided even when another failed; then the failure is reported
+    decision = call_flow(promote, params_file=params_file, sweep=sweep_id)[sweep_id]
+    if failed:
+        raise MemberFailed("; ".join(failed))
     return {"sweep": sweep_id, "experiments": names, **decision}
 
 
@@ -104,8 +132,9 @@ if __name__ == "__main__":
         params = load_params(Path(arguments.params))
         given = parse_grid(arguments.grid) if arguments.grid else None
         if given is not None:
-            SweepParams(grid=given)  # the same checks as the params file's grid
+            check_grid(params.train, given)  # the same checks as the params file's grid
     except (ConfigError, ValueError) as exc:
         fail(str(exc), 2)
-    runner = ThreadPoolTaskRunner(max_workers=params.sweep.concurrency)
+    # every member's wait task at once; DVC's workers bound how many members train at once
+    runner = ThreadPoolTaskRunner(max_workers=64)
     run_stage(sweep.with_options(task_runner=runner), arguments, grid=given)

@@ -15,7 +15,7 @@ from tasks.masking import build_examples
 from tasks.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN, metrics_file
 from tasks.student import folder_sha256, load_tokenizer, write_adapter_card
 from tasks.tracking import stage_run
-from tasks.train.checkpoints import fingerprint_of
+from tasks.train.checkpoints import fingerprint_of, training_environment
 from tasks.train.data import split_validation
 from tasks.train.launch import TrainJob, run_training
 from tasks.train.plots import write_loss_curves
@@ -36,7 +36,7 @@ def train(params_file: str = "params.yaml") -> dict[str, float]:
         base_sha256 = step(folder_sha256, "hash-base")(BASE_DIR)
         # a checkpoint is resumed only by the training it belongs to (threads change speed, not results)
         fingerprint = fingerprint_of(params=params.model_dump(exclude={"threads"}), dtype=dtype, base=base_sha256,
-                                     examples=examples, validation=validation)
+                                     examples=examples, validation=validation, **training_environment())
         shutil.rmtree(ADAPTER_DIR, ignore_errors=True)
         job = TrainJob(str(BASE_DIR), str(ADAPTER_DIR), str(CHECKPOINTS), params.model_dump(), dtype, fingerprint,
                        examples, validation, run.info.run_id)

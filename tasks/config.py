@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -271,33 +272,35 @@ class SweepParams(_Strict):
     """`python -m flows.sweep`: one member per combination of these train settings (dotted keys as
     for `dvc exp run -S`), upstream stages shared."""
     grid: dict[str, list[Any]] = {"train.lora.r": [4, 8, 16]}
-    concurrency: PositiveInt = 1  # members training at once (2 CPU cores here: one)
-
-    @model_validator(mode="after")
-    def _train_settings_only(self) -> SweepParams:
-        for key, values in self.grid.items():
-            if not key.startswith("train.") or not values:
-                raise ValueError(f"grid key {key!r}: a sweep varies train.* settings, each with at least one value")
-            for value in values:
-                apply_override(TrainParams().model_dump(), key.removeprefix("train."), value, TrainParams)
-        return self
+    concurrency: PositiveInt = 1  # members training at once (DVC queue workers); 2 CPU cores here: one
 
 
-def apply_override(data: dict[str, Any], dotted: str, value: Any, model: type[BaseModel]) -> BaseModel:
-    """`data` with one dotted key set, validated as `model` (a wrong key or value raises ValueError)."""
-    *path, last = dotted.split(".")
-    node = data
-    for part in path:
-        if not isinstance(node.get(part), dict):
-            raise ValueError(f"{dotted!r} names no setting")
-        node = node[part]
-    if last not in node:
-        raise ValueError(f"{dotted!r} names no setting")
-    node[last] = value
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(f"{dotted}={value!r}: {exc.errors()[0]['msg']}") from None
+def grid_members(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination, in the grid's order."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def check_grid(train: TrainParams, grid: dict[str, list[Any]]) -> None:
+    """Every member must be a valid train section (a sweep varies train.* only; the rest is shared)."""
+    for key, values in grid.items():
+        if not key.startswith("train.") or not values:
+            raise ValueError(f"grid key {key!r}: a sweep varies train.* settings, each with at least one value")
+    for member in grid_members(grid):
+        data = train.model_dump()
+        for dotted, value in member.items():
+            *path, last = dotted.removeprefix("train.").split(".")
+            node = data
+            for part in path:
+                node = node.get(part) if isinstance(node.get(part), dict) else {}
+            if last not in node:
+                raise ValueError(f"grid key {dotted!r} names no train setting")
+            node[last] = value
+        try:
+            TrainParams.model_validate(data)
+        except ValidationError as exc:
+            settings = ", ".join(f"{k}={v!r}" for k, v in member.items())
+            raise ValueError(f"sweep member {settings}: {_describe(exc.errors()[0])}") from None
 
 
 class Params(_Strict):
@@ -311,6 +314,11 @@ class Params(_Strict):
     sweep: SweepParams = SweepParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _sweep_members_are_valid(self) -> Params:
+        check_grid(self.train, self.sweep.grid)
+        return self
 
 
 def _describe(error: dict[str, Any]) -> str:

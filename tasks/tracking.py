@@ -139,15 +139,14 @@ SWEEP_ENV = "SELFCHAT_SWEEP_ID"  # set by flows.sweep for its members
 def dvc_experiment() -> tuple[str, str] | None:
     """(sweep id, member id) when this process runs for a `dvc exp run` member, else None.
 
-    DVC names the baseline commit of every experiment (members queued from one commit are one sweep) but
-    names the experiment only when --name was given; otherwise the member's temporary copy tells members
-    apart."""
+    DVC names the baseline commit of every experiment (members queued from one commit are one sweep) and
+    the experiment (a random name without --name; names may repeat across commits, hence the prefix)."""
     baseline = os.environ.get("DVC_EXP_BASELINE_REV")
     if not baseline:
         return None
     sweep = os.environ.get(SWEEP_ENV) or f"exp-{baseline[:7]}"
-    member = os.environ.get("DVC_EXP_NAME") or f"{baseline[:7]}-{hashlib.sha256(os.getcwd().encode()).hexdigest()[:6]}"
-    return sweep, member
+    name = os.environ.get("DVC_EXP_NAME") or hashlib.sha256(os.getcwd().encode()).hexdigest()[:6]
+    return sweep, f"{baseline[:7]}-{name}"
 
 
 def pipeline_run(experiment_id: str, pipeline_id: str) -> str:

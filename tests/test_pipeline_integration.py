@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -213,3 +214,57 @@ def test_rerun_does_nothing_then_prefect_pipeline_reruns_only_what_changed(proje
         [client.get_experiment_by_name("selfchat").experiment_id],
         "tags.`selfchat.pipeline_id` = 'itest-2' and tags.`selfchat.role` = 'stage'")}
     assert ran == {"train", "evaluate", "register"}
+
+
+def pending(client) -> list:
+    return client.search_model_versions("name = 'selfchat-adapter' and tag.`promotion.decision` = 'pending'")
+
+
+@pytest.mark.slow
+def test_a_rank_sweep_both_ways_registers_members_pending_and_decides_once(project):
+    """`dvc exp run --queue` + `dvc queue start` + `flows.promote`, then `flows.sweep`: members land in the
+    project's MLflow store (not the temporary copies'), none moves an alias, one decision per sweep."""
+    root, env = project
+    client = registry(root)
+    champion = client.get_model_version_by_alias("selfchat-adapter", "champion").version
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    run([*git, "add", "-A"], root, env)
+    run([*git, "commit", "-qm", "before the sweep"], root, env)
+    run(["dvc", "exp", "run", "--queue", "-S", "train.lora.r=2,4"], root, env)
+    run(["dvc", "queue", "start"], root, env)
+    deadline = time.monotonic() + 1200
+    while "Queued" in (status := run(["dvc", "queue", "status"], root, env).stdout) or "Running" in status:
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+    assert "Failed" not in status, run(["dvc", "queue", "logs", status.split()[0]], root, env).stdout
+    members = pending(client)
+    assert sorted(v.tags["train.lora.r"] for v in members) == ["2", "4"]
+    assert client.get_model_version_by_alias("selfchat-adapter", "champion").version == champion
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env).stdout)
+    assert len([e for rev in shown for e in (rev.get("experiments") or [])]) >= 2
+
+    sweep = pending_sweep(members)  # queued from one commit: one sweep
+    run([sys.executable, "-m", "flows.promote"], root, env)
+    decided = json.loads((root / f"reports/sweeps/{sweep}/decision.json").read_text())
+    assert decided["best"] in {v.version for v in members} and not pending(client)
+    tags = [client.get_model_version("selfchat-adapter", v.version).tags["promotion.decision"] for v in members]
+    assert sum(t.startswith("not promoted: version") for t in tags) == 1
+
+    out = run([sys.executable, "-m", "flows.sweep", "--grid", "train.lora.r=2,4"], root,
+              {**env, "SELFCHAT_PIPELINE_ID": "itest-sweep"})
+    assert "Sweep sweep-" in out.stdout
+    [report] = list((root / "reports/sweeps").glob("sweep-*/comparison.md"))
+    assert "lora.r=2" in report.read_text() and "lora.r=4" in report.read_text()
+    sweep_id = report.parent.name
+    swept = client.search_model_versions(f"name = 'selfchat-adapter' and tag.`sweep.id` = '{sweep_id}'")
+    assert len(swept) == 2 and not pending(client)
+    parent = client.search_runs([client.get_experiment_by_name("selfchat").experiment_id],
+                                f"tags.`selfchat.pipeline_id` = '{sweep_id}' and tags.`selfchat.role` = 'pipeline'")
+    nested = client.search_runs([parent[0].info.experiment_id],
+                                f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}'")
+    assert len([r for r in nested if r.data.tags.get("selfchat.role") == "pipeline"]) == 2  # one per member
+
+
+def pending_sweep(members: list) -> str:
+    [sweep] = {v.tags["sweep.id"] for v in members}
+    return sweep

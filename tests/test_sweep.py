@@ -11,11 +11,11 @@ import yaml
 from mlflow import MlflowClient
 
 from flows.promote import NothingToDecide, promote
-from flows.sweep import grid_members, parse_grid
-from tasks.config import SweepParams
+from flows.sweep import parse_grid
+from tasks.config import TrainParams, check_grid, grid_members
 from tasks.jsonl import write_jsonl
+from tasks.promote.comparison import Member, member_labels, rank_members
 from tasks.register.registry import CHAMPION, PENDING, register_adapter
-from tasks.register.sweep import Member, member_labels, rank_members
 from tasks.stats import ADAPTER, BASE, Item
 from tasks.tracking import dvc_experiment
 
@@ -32,12 +32,17 @@ def test_grid_is_every_combination_and_only_train_settings_with_valid_values():
         {"train.lora.r": 4, "train.learning_rate": 1e-4}, {"train.lora.r": 8, "train.learning_rate": 1e-4}]
     assert parse_grid(["train.lora.r=4,8", "train.lora.targets=all-linear"]) == {
         "train.lora.r": [4, 8], "train.lora.targets": ["all-linear"]}
+    train = TrainParams()
     with pytest.raises(ValueError, match="a sweep varies train"):
-        SweepParams(grid={"collect.temperature": [0.5]})
-    with pytest.raises(ValueError, match="lora.r=0: Input should be greater than or equal to 1"):
-        SweepParams(grid={"train.lora.r": [4, 0]})
-    with pytest.raises(ValueError, match="names no setting"):
-        SweepParams(grid={"train.lora.rank": [4]})
+        check_grid(train, {"collect.temperature": [0.5]})
+    with pytest.raises(ValueError, match=r"member train.lora.r=0: lora.r: input should be greater than or equal to 1"):
+        check_grid(train, {"train.lora.r": [4, 0]})
+    with pytest.raises(ValueError, match="names no train setting"):
+        check_grid(train, {"train.lora.rank": [4]})
+    # each member is checked against the project's train section: steps can be swept when epochs is off
+    with pytest.raises(ValueError, match="set exactly one of epochs and max_steps"):
+        check_grid(train, {"train.max_steps": [10, 20]})
+    check_grid(TrainParams(epochs=None, max_steps=5), {"train.max_steps": [10, 20]})
 
 
 def test_dvc_experiments_are_sweep_members_grouped_by_baseline(monkeypatch):
@@ -49,7 +54,7 @@ def test_dvc_experiments_are_sweep_members_grouped_by_baseline(monkeypatch):
     assert sweep == "exp-abcdef0" and member.startswith("abcdef0-")  # a queued member without --name
     monkeypatch.setenv("DVC_EXP_NAME", "rank-16")
     monkeypatch.setenv("SELFCHAT_SWEEP_ID", "sweep-1")
-    assert dvc_experiment() == ("sweep-1", "rank-16")
+    assert dvc_experiment() == ("sweep-1", "abcdef0-rank-16")
 
 
 def test_members_are_labelled_by_what_differs_and_ranked_by_the_primary_metric():
@@ -101,7 +106,7 @@ def test_a_sweep_promotes_only_its_best_member_and_reports_all_of_them(store):
     versions = {rank: register_member(store, "s1", rank, nll) for rank, nll in
                 ((4, [25.0, 26.0, 25.0, 24.0, 25.0, 27.0]), (8, [20.0, 21.0, 20.0, 19.0, 20.0, 22.0]),
                  (16, [31.0, 33.0, 32.0, 30.0, 31.0, 34.0]))}
-    result = promote.fn(params_file=str(store / "params.yaml"), sweep="s1")
+    result = promote.fn(params_file=str(store / "params.yaml"), sweep="s1")["s1"]
     client = MlflowClient()
     assert result["best"] == versions[8] and result["promoted"] is True
     assert client.get_model_version_by_alias("sweep-model", CHAMPION).version == versions[8]
@@ -116,6 +121,22 @@ def test_a_sweep_promotes_only_its_best_member_and_reports_all_of_them(store):
 
     # a sweep whose best member does not beat the champion: nobody is promoted
     register_member(store, "s2", 32, [21.0, 20.0, 21.0, 20.0, 19.0, 22.0])
-    second = promote.fn(params_file=str(store / "params.yaml"), sweep="s2")
+    register_member(store, "s3", 64, [20.0, 21.0])  # another sweep: decided apart
+    decided = promote.fn(params_file=str(store / "params.yaml"))
+    assert set(decided) == {"s2", "s3"}
+    second = decided["s2"]
     assert second["promoted"] is False and second["bar"] == f"champion version {versions[8]}"
     assert client.get_model_version_by_alias("sweep-model", CHAMPION).version == versions[8]
+
+
+def test_a_member_without_stored_items_is_excluded_with_the_reason(store):
+    folder = store / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text("{}")
+    mlflow.set_experiment("selfchat-tests")
+    with mlflow.start_run():  # registered, but its evaluation items were never stored
+        version = register_adapter(folder, "sweep-model", {"promotion.decision": PENDING, "sweep.id": "s9"})
+    with pytest.raises(NothingToDecide, match="no member can be compared"):
+        promote.fn(params_file=str(store / "params.yaml"), sweep="s9")
+    tags = MlflowClient().get_model_version("sweep-model", version.version).tags
+    assert tags["promotion.decision"] == "not promoted: no stored evaluation items"

@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from peft import PeftModel
 
 from tasks.errors import SelfchatError
+from tasks.register.gates import Gate
 from tasks.stats import ADAPTER, BASE, Item, items_from_dicts
 from tasks.student import folder_sha256, load_adapted
 from tasks.tracking import dvc_experiment
@@ -136,3 +137,13 @@ def load_by_alias(model_name: str, alias: str, base_dir: Path, dest: Path) -> tu
                            f"{expected[:12]}..., not the one in {base_dir}: check out the commit in its git.sha tag "
                            "and `dvc pull models/base`")
     return version, load_adapted(base_dir, path, version.tags.get("base.dtype", "float32"))
+
+
+def record_promotion(model_name: str, version: str, decision: str, report: str, bar: str,
+                     gates: list[Gate]) -> None:
+    """The decision on a version, replacing what was recorded when it was registered pending."""
+    client = MlflowClient()
+    for key, value in {"promotion.decision": decision, "promotion.bar": bar,
+                       **{f"gate.{g.metric}": str(g)[:500] for g in gates}}.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    client.update_model_version(model_name, version, description=report)

@@ -9,6 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import peft
+import torch
+import transformers
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -25,6 +28,15 @@ def fingerprint_of(**parts: Any) -> dict[str, Any]:
             return digest.hexdigest()
         return value
     return json.loads(json.dumps({key: reduce(value) for key, value in parts.items()}, sort_keys=True, default=str))
+
+
+def training_environment() -> dict[str, Any]:
+    """What else decides a checkpoint's numbers: the training code, the library versions, the device."""
+    code = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        code.update(path.read_bytes())
+    return {"code": code.hexdigest(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def resume_point(folder: Path, fingerprint: dict[str, Any]) -> str | None:

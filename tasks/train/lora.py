@@ -121,6 +121,11 @@ def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: lis
     run that receives live step metrics."""
     if not examples:
         raise TrainingError("no training examples: the train split is empty")
+    if params.early_stopping_patience and not validation:
+        raise TrainingError("train.early_stopping_patience needs validation examples, and the validation slice is "
+                            "empty (one seed group in the train split, or truncation emptied it)")
+    if params.processes > 1 and torch.cuda.is_available() and params.processes > torch.cuda.device_count():
+        raise TrainingError(f"train.processes: {params.processes} but {torch.cuda.device_count()} GPU(s)")
     torch.set_num_threads(params.threads)
     set_seed(params.seed)  # LoRA's A matrices are drawn when the model is made, before the Trainer seeds
     model = lora_model(base_dir, params, dtype)

@@ -30,10 +30,21 @@ def trained_positions_loss(model: nn.Module, input_ids: torch.Tensor, attention_
                            labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token cross-entropy over positions whose label is trained, and how many there are."""
     causal_lm = causal_lm_of(model)
-    hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep_hidden(module: nn.Module, args: Any, output: Any) -> None:
+        captured["hidden"] = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    # The forward goes through every wrapper (DistributedDataParallel syncs gradients only for what went
+    # through its own forward); the head runs there on one position per row, and below on the trained ones.
+    handle = causal_lm.get_decoder().register_forward_hook(keep_hidden)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1)
+    finally:
+        handle.remove()
     targets = labels[:, 1:]
     keep = targets != IGNORE
-    logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
+    logits = causal_lm.get_output_embeddings()(captured["hidden"][:, :-1][keep])
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
     if softcap:  # what the model's own forward applies to its logits (Gemma 2)
         logits = torch.tanh(logits / softcap) * softcap
@@ -58,11 +69,11 @@ class TrainedPositionsTrainer(Trainer):
         total, count = trained_positions_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
         if model.training:
             self.local_trained_tokens += int(count)
-        if num_items_in_batch is None:  # evaluation: this batch's mean
-            loss = total / count.clamp(min=1)
-        else:
-            # each process holds a share of the gathered count; DDP averages gradients over processes
-            loss = total / num_items_in_batch * self.accelerator.num_processes
+        if num_items_in_batch is None:
+            raise RuntimeError("the Trainer passed no token count (model_accepts_loss_kwargs is set in __init__)")
+        # The Trainer counts the trained tokens of the accumulated batch over every process (for evaluation:
+        # of this batch); DDP averages gradients over processes, hence the factor.
+        loss = total / num_items_in_batch * self.accelerator.num_processes
         return (loss, {}) if return_outputs else loss
 
     def trained_tokens_seen(self) -> int:

@@ -22,7 +22,7 @@ from tasks.masking import IGNORE, build_examples
 from tasks.train.checkpoints import FINGERPRINT, fingerprint_of, resume_point
 from tasks.train.data import split_validation
 from tasks.train.launch import TrainJob, accelerate_command, run_training
-from tasks.train.lora import as_dataset, lora_model, training_arguments
+from tasks.train.lora import as_dataset, lora_model, train_lora, training_arguments
 from tasks.train.loss import TrainedPositionsTrainer, trained_positions_loss
 from tests.conftest import dialogue
 
@@ -169,3 +169,13 @@ def test_two_processes_under_accelerate_take_the_same_steps_and_losses_as_one(ti
     adapters = [lora_weights(str(tmp_path / str(n) / "adapter")) for n in (1, 2)]
     assert adapters[0].keys() == adapters[1].keys()
     assert all(torch.allclose(adapters[0][k], adapters[1][k], atol=1e-5) for k in adapters[0])
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tiny_base, tiny_tokenizer, tmp_path):
+    examples = examples_of(tiny_tokenizer)
+    runs = {}
+    for checkpointing in (False, True):
+        params = PARAMS.model_copy(update={"max_steps": 3, "gradient_checkpointing": checkpointing})
+        model, _ = train_lora(tiny_base, tiny_tokenizer, examples, [], params, tmp_path / str(checkpointing))
+        runs[checkpointing] = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    assert all(torch.allclose(runs[False][n], runs[True][n], atol=1e-6) for n in runs[False])

@@ -35,9 +35,7 @@ from flows.validate import validate
 from tasks.config import ConfigError, check_grid, grid_members, load_params
 from tasks.errors import SelfchatError
 from tasks.tracking import (
-    PARENT_ENV,
     PIPELINE_ENV,
-    SWEEP_ENV,
     ensure_experiment,
     ensure_tracking_store,
     pipeline_run,
@@ -65,10 +63,9 @@ def last_line(done: subprocess.CompletedProcess) -> str:
     return lines[-1] if lines else f"exit code {done.returncode}"
 
 
-def start_workers(concurrency: int, env: dict[str, str]) -> None:
-    """DVC's queue workers (they inherit `env`: the sweep id and its MLflow run, for every member)."""
-    done = subprocess.run(["dvc", "queue", "start", "-j", str(concurrency)], env={**os.environ, **env},
-                          capture_output=True, text=True)
+def start_workers(concurrency: int) -> None:
+    """DVC's queue workers (workers already running are reused: members find their sweep by their name)."""
+    done = subprocess.run(["dvc", "queue", "start", "-j", str(concurrency)], capture_output=True, text=True)
     if done.returncode != 0:
         raise MemberFailed(f"dvc queue start failed: {last_line(done)}")
 
@@ -100,7 +97,7 @@ def sweep(params_file: str = "params.yaml", grid: dict[str, list[Any]] | None = 
     MlflowClient().log_dict(parent, {"grid": grid or settings.grid, "members": members}, "sweep.json")
     names = [step(queue_member, f"queue-member-{i}")(f"{sweep_id}-{i}", overrides)
              for i, overrides in enumerate(members)]
-    step(start_workers, "dvc-queue-start")(settings.concurrency, {SWEEP_ENV: sweep_id, PARENT_ENV: parent})
+    step(start_workers, "dvc-queue-start")(settings.concurrency)
     waits = [step(wait_for_member, f"member-{i}").submit(name) for i, name in enumerate(names)]
     failed = []
     for wait in waits:

@@ -7,6 +7,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import time
@@ -136,38 +137,50 @@ def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
 SWEEP_ENV = "SELFCHAT_SWEEP_ID"  # set by flows.sweep for its members
 
 
+SWEEP_MEMBER = re.compile(r"^(sweep-[0-9a-f]{6})-\d+$")  # flows.sweep names its members <sweep id>-<index>
+
+
 def dvc_experiment() -> tuple[str, str] | None:
     """(sweep id, member id) when this process runs for a `dvc exp run` member, else None.
 
     DVC names the baseline commit of every experiment (members queued from one commit are one sweep) and
-    the experiment (a random name without --name; names may repeat across commits, hence the prefix)."""
+    the experiment (a random name without --name; names may repeat across commits, hence the prefix).
+    A flows.sweep member's sweep is in its name: DVC's queue workers may have been started before it."""
     baseline = os.environ.get("DVC_EXP_BASELINE_REV")
     if not baseline:
         return None
-    sweep = os.environ.get(SWEEP_ENV) or f"exp-{baseline[:7]}"
     name = os.environ.get("DVC_EXP_NAME") or hashlib.sha256(os.getcwd().encode()).hexdigest()[:6]
+    named = SWEEP_MEMBER.match(name)
+    sweep = os.environ.get(SWEEP_ENV) or (named.group(1) if named else f"exp-{baseline[:7]}")
     return sweep, f"{baseline[:7]}-{name}"
 
 
-def pipeline_run(experiment_id: str, pipeline_id: str) -> str:
-    """The parent run of a pipeline (or sweep) id, made on first use."""
+def _find_pipeline_run(experiment_id: str, pipeline_id: str) -> str | None:
     found = mlflow.search_runs(
         experiment_ids=[experiment_id],
         filter_string=f"tags.`selfchat.pipeline_id` = '{pipeline_id}' and tags.`selfchat.role` = 'pipeline'",
         output_format="list",
         max_results=1,
     )
+    return found[0].info.run_id if found else None
+
+
+def pipeline_run(experiment_id: str, pipeline_id: str) -> str:
+    """The parent run of a pipeline (or sweep) id, made on first use; a sweep member's nests in its sweep's."""
+    found = _find_pipeline_run(experiment_id, pipeline_id)
     if found:
-        return found[0].info.run_id
+        return found
     experiment = dvc_experiment()
-    experiment_name = experiment[1] if experiment else None
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None and experiment and experiment[0] != pipeline_id:
+        parent = _find_pipeline_run(experiment_id, experiment[0])  # a flows.sweep member: the sweep's run
     tags = {"selfchat.pipeline_id": pipeline_id, "selfchat.role": "pipeline", "git.sha": git_sha(),
-            **({"mlflow.parentRunId": os.environ[PARENT_ENV]} if os.environ.get(PARENT_ENV) else {}),
-            **({"dvc.experiment": experiment_name} if experiment_name else {})}
-    parent = mlflow.start_run(experiment_id=experiment_id, run_name=f"pipeline {experiment_name or pipeline_id}",
-                              tags=tags)
+            **({"mlflow.parentRunId": parent} if parent else {}),
+            **({"dvc.experiment": experiment[1]} if experiment else {})}
+    name = f"pipeline {experiment[1] if experiment else pipeline_id}"
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
     mlflow.end_run()
-    return parent.info.run_id
+    return run.info.run_id
 
 
 @contextmanager

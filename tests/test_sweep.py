@@ -53,8 +53,11 @@ def test_dvc_experiments_are_sweep_members_grouped_by_baseline(monkeypatch):
     sweep, member = dvc_experiment()
     assert sweep == "exp-abcdef0" and member.startswith("abcdef0-")  # a queued member without --name
     monkeypatch.setenv("DVC_EXP_NAME", "rank-16")
-    monkeypatch.setenv("SELFCHAT_SWEEP_ID", "sweep-1")
-    assert dvc_experiment() == ("sweep-1", "abcdef0-rank-16")
+    assert dvc_experiment() == ("exp-abcdef0", "abcdef0-rank-16")
+    monkeypatch.setenv("DVC_EXP_NAME", "sweep-0a1b2c-2")  # a flows.sweep member: its sweep is in its name
+    assert dvc_experiment() == ("sweep-0a1b2c", "abcdef0-sweep-0a1b2c-2")
+    monkeypatch.setenv("SELFCHAT_SWEEP_ID", "mine")
+    assert dvc_experiment()[0] == "mine"
 
 
 def test_members_are_labelled_by_what_differs_and_ranked_by_the_primary_metric():

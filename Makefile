@@ -70,6 +70,7 @@ up: install
 
 down:
 	@test ! -x $(PY) || $(PY) -m tasks.prefect_server down
+	@test ! -x $(PY) || $(PY) -m tasks.mlflow_ui down
 
 test: install
 	$(PY) -m pytest -m "not slow"
@@ -80,8 +81,10 @@ test-slow: install
 lint: install
 	$(VENV)/bin/ruff check flows tasks tests bench
 
+# The MLflow UI in the background (lean: one worker, no job runner); returns once it answers, prints the
+# runs page of the selfchat experiment in model-training mode. `make down` stops it.
 mlflow-ui: install
-	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri $(MLFLOW_TRACKING_URI)
+	@$(PY) -m tasks.mlflow_ui up
 
 # The UI of the same server the stages report to.
 prefect-ui: up

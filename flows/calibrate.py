@@ -11,21 +11,21 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.stage import run_stage, step
+from flows.stage import run_stage, step, tracked_stage
 from tasks.calibrate.agreement import calibrate, labelled_responses
 from tasks.config import load_params
 from tasks.jsonl import write_json, write_jsonl
 from tasks.judge import RUBRIC_VERSION, Judge
 from tasks.llm_endpoint import endpoint
 from tasks.paths import CALIBRATION_REPORTS, LOGS, metrics_file
-from tasks.tracking import numeric_metrics, stage_run
+from tasks.tracking import log_headline, numeric_metrics
 
 
 @flow(name="calibrate", log_prints=True)
 def calibrate_judge(params_file: str = "params.yaml") -> dict:
     params = load_params(Path(params_file)).evaluate.judge
     rows = labelled_responses(params.calibration_limit)
-    with stage_run("calibrate", params), endpoint(params, LOGS / "judge_server.log") as base_url:
+    with tracked_stage("calibrate", params), endpoint(params, LOGS / "judge_server.log") as base_url:
         metrics, records = step(calibrate, "judge-and-matcher-vs-humans")(
             rows, Judge(params, base_url), params.concurrency, params.min_kappa)
         metrics = {"judge_model": params.model, "rubric": RUBRIC_VERSION, **metrics}
@@ -33,6 +33,7 @@ def calibrate_judge(params_file: str = "params.yaml") -> dict:
         write_jsonl(CALIBRATION_REPORTS / "verdicts.jsonl", records)
         write_json(metrics_file("calibrate"), metrics)
         mlflow.log_metrics(numeric_metrics(metrics))
+        log_headline({f"{source}_kappa": metrics[source]["kappa"] for source in ("judge", "matcher")})
         mlflow.log_artifacts(str(CALIBRATION_REPORTS), "calibrate")
     for source in ("judge", "matcher"):
         m = metrics[source]

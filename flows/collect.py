@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.stage import run_stage, step
+from flows.stage import run_stage, step, tracked_stage
 from tasks.collect.collector import (
     Collector,
     check_enough_kept,
@@ -29,7 +29,7 @@ from tasks.config import load_params
 from tasks.errors import SelfchatError
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.paths import DIALOGUES, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
-from tasks.tracking import numeric_metrics, stage_run
+from tasks.tracking import log_headline, numeric_metrics
 
 
 class BudgetExhausted(SelfchatError):
@@ -43,7 +43,7 @@ async def collect(params_file: str = "params.yaml") -> dict:
     imports = [import_baize(source) for source in params.imports]  # a bad file stops before any output
     plan = plan_jobs(seeds, params)
     started = time.monotonic()
-    with Journal(journal_path(params)) as journal, stage_run("collect", params):
+    with Journal(journal_path(params)) as journal, tracked_stage("collect", params):
         for repair in journal.repairs:
             print(f"warning: {repair}")
         pending = pending_jobs(journal, plan)
@@ -67,6 +67,7 @@ async def collect(params_file: str = "params.yaml") -> dict:
         stats = collect_metrics(collector, plan, resumed, retried, time.monotonic() - started, kept, quarantined)
         write_json(metrics_file("collect"), stats)
         mlflow.log_metrics(numeric_metrics(stats))
+        log_headline({"dialogues": stats["dialogues"], "quarantined": stats["quarantined"]})
         if collector.budget_reached:
             raise BudgetExhausted(
                 f"budget reached ({collector.ledger.describe_budget()}) with {stats['pending']} of {len(plan)} "

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.stage import run_stage, step
+from flows.stage import run_stage, step, tracked_stage
 from tasks.config import load_params
 from tasks.evaluate.benchmarks import load_questions, score_questions
 from tasks.evaluate.compare import as_model
@@ -25,7 +25,9 @@ from tasks.llm_endpoint import endpoint
 from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, EVAL_REPORTS, HELDOUT, LOGS, metrics_file
 from tasks.stats import ADAPTER, BASE, MODELS
 from tasks.student import load_adapted, load_tokenizer
-from tasks.tracking import numeric_metrics, stage_run
+from tasks.tracking import log_headline, numeric_metrics
+
+HEADLINE = ["perplexity_content", "refusal_rate_guarded", "answer_rate_guarded", "mtbench_score"]
 
 
 def _value(metrics: dict, model: str, metric: str) -> str:
@@ -44,7 +46,7 @@ def evaluate(params_file: str = "params.yaml") -> dict:
                + sample_prompts(params.should_answer, "answer", params.seed, params.limit))
     questions = sample_questions(params.limit(params.mtbench.limit), params.seed)
     seconds: dict[str, float] = {}
-    with stage_run("evaluate", params), endpoint(params.judge, LOGS / "judge_server.log") as judge_url:
+    with tracked_stage("evaluate", params), endpoint(params.judge, LOGS / "judge_server.log") as judge_url:
         tokenizer = load_tokenizer(BASE_DIR)
         model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype, all_params.train.quantization)
         items, guardrail_samples, mtbench_samples = [], [], []
@@ -88,11 +90,12 @@ def evaluate(params_file: str = "params.yaml") -> dict:
         write_json(LOGS / "eval_seconds.json", {k: round(v, 1) for k, v in seconds.items()})
         mlflow.log_metrics(numeric_metrics(metrics) | {f"seconds.{k}": v for k, v in seconds.items()})
         mlflow.log_artifacts(str(EVAL_REPORTS), "eval")
+        log_headline({f"{m}.{model}": metrics[model][m]["value"] for m in HEADLINE for model in (BASE, ADAPTER)
+                      if m in metrics[model]})
         mlflow.log_table({k: [str(s.get(k)) for s in guardrail_samples] for k in guardrail_samples[0]},
                          "eval_guardrail_samples.json")
-    headline = ["perplexity_content", "refusal_rate_guarded", "answer_rate_guarded", "mtbench_score"]
     print("base -> adapter: " + "; ".join(
-        f"{m} {_value(metrics, BASE, m)} -> {_value(metrics, ADAPTER, m)}" for m in headline)
+        f"{m} {_value(metrics, BASE, m)} -> {_value(metrics, ADAPTER, m)}" for m in HEADLINE)
         + f" (guardrail verdicts: {source}); {sum(seconds.values()):.0f}s: "
         + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
     return metrics

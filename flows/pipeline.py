@@ -3,8 +3,6 @@ then DVC records its outputs, so this and `dvc repro` leave the same artifacts, 
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 from prefect import flow
@@ -18,7 +16,7 @@ from flows.seeds import seeds
 from flows.stage import call_flow, fail, parse_command_line, run_stage, step
 from flows.train import train
 from flows.validate import validate
-from tasks.tracking import PIPELINE_ENV
+from tasks.tracking import pipeline_id
 from tasks.versioning import commit_stage, stage_changed
 
 STAGES = [base, seeds, collect, validate, train, calibrate_judge, evaluate, register]
@@ -42,8 +40,7 @@ def run_changed_stages(stage_flows: list, params_file: str) -> dict[str, str]:
 @flow(name="selfchat-pipeline", log_prints=True)
 def pipeline(params_file: str = "params.yaml") -> dict[str, str]:
     """seeds -> self-chat -> data contract -> LoRA -> judge calibration -> evaluation -> registry."""
-    # all stages of this run become children of one MLflow parent run
-    os.environ.setdefault(PIPELINE_ENV, uuid.uuid4().hex[:12])
+    pipeline_id()  # all stages of this run become children of one MLflow parent run
     return run_changed_stages(STAGES, params_file)
 
 

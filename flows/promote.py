@@ -15,7 +15,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from prefect import flow
 
-from flows.stage import fail, run_stage
+from flows.stage import fail, run_stage, tracked_stage
 from tasks.config import ConfigError, RegisterParams, load_params
 from tasks.errors import SelfchatError
 from tasks.jsonl import write_json
@@ -40,7 +40,6 @@ from tasks.register.registry import (
     version_items,
 )
 from tasks.stats import ADAPTER, BASE
-from tasks.tracking import stage_run
 
 
 class NothingToDecide(SelfchatError):
@@ -112,7 +111,7 @@ def promote(params_file: str = "params.yaml", sweep: str | None = None) -> dict:
     """One decision per sweep with pending members (or only `sweep`); returns {sweep id: decision}."""
     params = load_params(Path(params_file)).register_
     client = MlflowClient()
-    with stage_run("promote", params), promotion_lock():
+    with tracked_stage("promote", params), promotion_lock():
         versions = pending_versions(params.model_name, sweep)
         if not versions:
             raise NothingToDecide(f"no pending sweep members of {params.model_name}"

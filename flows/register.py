@@ -8,11 +8,11 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.stage import run_stage
+from flows.stage import run_stage, tracked_stage
 from tasks.config import load_params
 from tasks.jsonl import read_jsonl, write_json
 from tasks.paths import ADAPTER_DIR, EVAL_ITEMS, metrics_file
-from tasks.register.gates import check_gates, promotion_report
+from tasks.register.gates import check_gates, decision_in_words, promotion_report
 from tasks.register.registry import (
     CHALLENGER,
     CHAMPION,
@@ -25,7 +25,7 @@ from tasks.register.registry import (
 )
 from tasks.stats import ADAPTER, BASE, items_from_dicts
 from tasks.student import ADAPTER_CARD, adapter_lineage
-from tasks.tracking import flatten, lineage_tags, stage_run
+from tasks.tracking import describe_pipeline_run, flatten, lineage_tags, log_headline
 
 
 @flow(name="register", log_prints=True)
@@ -36,7 +36,7 @@ def register(params_file: str = "params.yaml") -> dict:
     challenger = [i for i in items if i.model == ADAPTER]
     member = sweep_member()
     # decided once per version, under a lock: two runs finishing together cannot both take the alias
-    with stage_run("register", params), promotion_lock():
+    with tracked_stage("register", params), promotion_lock():
         bar_name, bar = promotion_bar(params.model_name, items)
         gates = check_gates(challenger, bar, params, fallback=[i for i in items if i.model == BASE])
         promoted = all(g.passed for g in gates) and member is None
@@ -64,6 +64,8 @@ def register(params_file: str = "params.yaml") -> dict:
         mlflow.log_text(report, "promotion.md")
         mlflow.log_dict(result | {"version": int(version.version)}, "register.json")
         mlflow.log_metric("promoted", float(promoted))
+        log_headline({"promoted": float(promoted)})
+        describe_pipeline_run(decision_in_words(version.version, bar_name, gates, headline))
     print(f"{params.model_name} version {version.version} vs {bar_name}: {headline}\n"
           + "\n".join(f"  {g}" for g in gates))
     return result

@@ -7,22 +7,23 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.stage import run_stage, step
+from flows.stage import run_stage, step, tracked_stage
 from tasks.config import load_params
 from tasks.jsonl import write_json, write_jsonl
 from tasks.paths import SEEDS, metrics_file
 from tasks.seeds.ingest import ingest_seeds
-from tasks.tracking import stage_run
+from tasks.tracking import log_headline
 
 
 @flow(name="seeds", log_prints=True)
 def seeds(params_file: str = "params.yaml") -> dict[str, int]:
     params = load_params(Path(params_file)).seeds
-    with stage_run("seeds", params):
+    with tracked_stage("seeds", params):
         chosen, stats = step(ingest_seeds, "ingest-seeds")(params)
         write_jsonl(SEEDS, chosen)
         write_json(metrics_file("seeds"), stats)
         mlflow.log_metrics(stats)
+        log_headline({"selected": stats["selected"]})
         mlflow.log_artifact(str(SEEDS))
     print(f"{stats['selected']} seeds from {stats['read']} read ({stats['duplicates']} exact duplicates)")
     return stats

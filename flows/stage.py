@@ -8,18 +8,26 @@ import inspect
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, task
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from prefect import Flow, Task, tags, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from pydantic import BaseModel
 
 from tasks.config import ConfigError, load_params
 from tasks.errors import SelfchatError
 from tasks.paths import MissingInput, require
 from tasks.prefect_server import ensure_server
+from tasks.tracking import declared_outputs, pipeline_id, run_summary_markdown, stage_run
 
 
 def step(fn: Callable[..., Any], name: str, **options: Any) -> Task:
@@ -28,9 +36,10 @@ def step(fn: Callable[..., Any], name: str, **options: Any) -> Task:
     return task(fn, name=name, cache_policy=NO_CACHE, **options)
 
 
-def call_flow(flow: Callable[..., Any], **parameters: Any) -> Any:
-    """Call a sync or async flow to completion from synchronous code."""
-    result = flow(**parameters)
+def call_flow(flow: Flow, **parameters: Any) -> Any:
+    """Call a sync or async flow to completion from synchronous code, its run named after the flow and the
+    pipeline run it belongs to (e.g. `train 20261128T054302`), as the MLflow runs are."""
+    result = flow.with_options(flow_run_name=f"{flow.name} {pipeline_id()}")(**parameters)
     return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
@@ -79,7 +88,9 @@ def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, 
     # our own handler (asyncio.run keeps a non-default one): the interrupt is raised where the code is
     signal.signal(signal.SIGINT, _CtrlC.handler)
     try:
-        with temporary_settings(updates={PREFECT_API_URL: ensure_server()}):
+        # tagged with the pipeline id: one filter in the Prefect UI shows every stage of a `make run`
+        server = {PREFECT_API_URL: ensure_server()}
+        with temporary_settings(updates=server), tags("selfchat", f"pipeline:{pipeline_id()}"):
             call_flow(flow, params_file=args.params, **parameters)
     except SelfchatError as exc:  # Prefect has logged the failed run; the user gets the reason
         fail(INTERRUPTED if _CtrlC.pressed else str(exc), 130 if _CtrlC.pressed else 1)
@@ -91,3 +102,24 @@ def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, 
         raise
     if _CtrlC.pressed:
         fail(INTERRUPTED, 130)
+
+
+@contextmanager
+def tracked_stage(stage: str, params: BaseModel) -> Iterator[Run]:
+    """The stage's MLflow run (tasks.tracking.stage_run); when the stage succeeds, its Prefect flow run gets
+    the result as an artifact (headline numbers, outputs, params, MLflow link) and an `mlflow:<run id>` tag."""
+    with stage_run(stage, params) as run:
+        yield run
+    publish_stage_result(stage, run.info.run_id)
+
+
+def publish_stage_result(stage: str, run_id: str) -> None:
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:  # called outside a flow (tests of plain functions)
+        return
+    run = MlflowClient().get_run(run_id)
+    create_markdown_artifact(run_summary_markdown(run, declared_outputs(stage)), key=f"{stage}-result",
+                             description=f"{stage}: headline numbers, outputs and params")
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(context.flow_run.id, tags=[*context.flow_run.tags, f"mlflow:{run_id}"])
+

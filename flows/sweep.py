@@ -36,6 +36,7 @@ from tasks.config import ConfigError, check_grid, grid_members, load_params
 from tasks.errors import SelfchatError
 from tasks.tracking import (
     PIPELINE_ENV,
+    SWEEP_ID,
     ensure_experiment,
     ensure_tracking_store,
     pipeline_run,
@@ -89,8 +90,9 @@ def sweep(params_file: str = "params.yaml", grid: dict[str, list[Any]] | None = 
     """shared stages once -> members (train, evaluate, register as pending) -> side-by-side report -> one decision."""
     settings = load_params(Path(params_file)).sweep
     members = grid_members(grid or settings.grid)
-    sweep_id = f"sweep-{uuid.uuid4().hex[:6]}"
-    os.environ[PIPELINE_ENV] = sweep_id  # the shared stages and the decision: children of the sweep's run
+    sweep_id = os.environ.get(PIPELINE_ENV, "")
+    if not SWEEP_ID.fullmatch(sweep_id):  # members find their sweep by this form of id in their names
+        sweep_id = os.environ[PIPELINE_ENV] = new_sweep_id()
     run_changed_stages(SHARED, params_file)
     ensure_tracking_store()
     parent = pipeline_run(ensure_experiment(), sweep_id)
@@ -110,6 +112,10 @@ def sweep(params_file: str = "params.yaml", grid: dict[str, list[Any]] | None = 
     if failed:
         raise MemberFailed("; ".join(failed))
     return {"sweep": sweep_id, "experiments": names, **decision}
+
+
+def new_sweep_id() -> str:
+    return f"sweep-{uuid.uuid4().hex[:6]}"
 
 
 def parse_grid(options: list[str]) -> dict[str, list[Any]]:
@@ -134,4 +140,6 @@ if __name__ == "__main__":
         fail(str(exc), 2)
     # every member's wait task at once; DVC's workers bound how many members train at once
     runner = ThreadPoolTaskRunner(max_workers=64)
+    # the shared stages and the decision: children of the sweep's run, named after it in both UIs
+    os.environ[PIPELINE_ENV] = new_sweep_id()
     run_stage(sweep.with_options(task_runner=runner), arguments, grid=given)

@@ -8,13 +8,13 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.stage import run_stage, step
+from flows.stage import run_stage, step, tracked_stage
 from tasks.config import load_params
 from tasks.jsonl import read_jsonl, write_json
 from tasks.masking import build_examples
 from tasks.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN, metrics_file
 from tasks.student import folder_sha256, load_tokenizer, write_adapter_card
-from tasks.tracking import stage_run
+from tasks.tracking import log_headline
 from tasks.train.checkpoints import fingerprint_of, training_environment
 from tasks.train.data import split_validation
 from tasks.train.launch import TrainJob, run_training
@@ -27,7 +27,7 @@ def train(params_file: str = "params.yaml") -> dict[str, float]:
     params, dtype = all_params.train, all_params.base.dtype
     train_dialogues, validation_dialogues = split_validation(list(read_jsonl(TRAIN)), params.validation_fraction,
                                                              params.seed)
-    with stage_run("train", params) as run:
+    with tracked_stage("train", params) as run:
         tokenizer = load_tokenizer(BASE_DIR)
         examples, emptied = step(build_examples, "tokenize-and-mask")(
             train_dialogues, tokenizer, params.format, params.max_length)
@@ -40,18 +40,22 @@ def train(params_file: str = "params.yaml") -> dict[str, float]:
         shutil.rmtree(ADAPTER_DIR, ignore_errors=True)
         job = TrainJob(str(BASE_DIR), str(ADAPTER_DIR), str(CHECKPOINTS), params.model_dump(), dtype, fingerprint,
                        examples, validation, run.info.run_id)
-        outcome = step(run_training, "lora-train")(job, params.processes)
+        # no print capture: datasets' hashing (dill) disassembles functions by capturing print, which Prefect's
+        # log_prints would turn into pages of bytecode in the log
+        outcome = step(run_training, "lora-train", log_prints=False)(job, params.processes)
         write_adapter_card(ADAPTER_DIR, base_model=all_params.base.model, base_sha256=base_sha256,
                            train_format=params.format, max_length=params.max_length)
         summary = outcome.summary | {"dialogues_emptied_by_truncation": float(emptied)}
         write_json(metrics_file("train"), summary)
         curves = write_loss_curves(outcome.history, PLOTS)
-        mlflow.log_metrics({k: v for k, v in summary.items() if k not in ("train_loss", "eval_loss")}
-                           | {"train_loss_mean": summary["train_loss"]})
+        log_headline({k: summary[k] for k in ("steps", "train_loss_mean", "eval_loss") if k in summary})
+        # eval_loss is in the run already, step by step (one name, one meaning in MLflow and metrics/train.json)
+        mlflow.log_metrics({k: v for k, v in summary.items() if k != "eval_loss"})
         mlflow.log_artifact(str(curves["png"]))
         mlflow.log_artifacts(str(ADAPTER_DIR), "adapter")
     print(f"trained {summary['trainable_params']:.0f} LoRA parameters on {len(examples)} dialogues "
-          f"({len(validation)} for validation), {summary['steps']:.0f} steps; mean loss {summary['train_loss']:.3f}"
+          f"({len(validation)} for validation), {summary['steps']:.0f} steps; "
+          f"mean loss {summary['train_loss_mean']:.3f}"
           + (f", validation loss {summary['eval_loss']:.3f}" if "eval_loss" in summary else ""))
     return summary
 

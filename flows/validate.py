@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.stage import run_stage, step
+from flows.stage import run_stage, step, tracked_stage
 from tasks.config import load_params
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.paths import (
@@ -22,7 +22,7 @@ from tasks.paths import (
     TRAIN,
     metrics_file,
 )
-from tasks.tracking import stage_run
+from tasks.tracking import log_headline
 from tasks.validate.dedup import near_duplicate_groups
 from tasks.validate.export import export_baize
 from tasks.validate.quality import validate_corpus
@@ -34,7 +34,7 @@ from tasks.validate.splits import split_by_seed
 def validate(params_file: str = "params.yaml") -> dict:
     params = load_params(Path(params_file)).validate_
     dialogues, seeds = list(read_jsonl(DIALOGUES)), list(read_jsonl(SEEDS))
-    with stage_run("validate", params):
+    with tracked_stage("validate", params):
         shutil.rmtree(DATA_DOCS, ignore_errors=True)
         shutil.rmtree(QUALITY_REPORTS, ignore_errors=True)
         verdict = step(validate_corpus, "data-quality")(dialogues, seeds, params, DATA_DOCS)
@@ -55,6 +55,7 @@ def validate(params_file: str = "params.yaml") -> dict:
         write_distributions(verdict.features, {q["id"] for q in verdict.quarantined},
                             QUALITY_REPORTS / "distributions.png")
         mlflow.log_metrics({k: v for k, v in quality.items() if isinstance(v, int | float)})
+        log_headline({"pass_rate": quality["pass_rate"], "train": len(train), "heldout": len(heldout)})
         mlflow.log_dict(quality, "quality.json")
         mlflow.log_artifacts(str(QUALITY_REPORTS), "quality")
         mlflow.log_artifacts(str(DATA_DOCS), "data_docs")

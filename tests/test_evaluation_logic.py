@@ -16,7 +16,7 @@ from tasks.evaluate.guardrails import behaviour_items
 from tasks.evaluate.mtbench import judge_template, sample_questions
 from tasks.judge import COMPLIANCE, PARTIAL, REFUSAL, complied, parse_label, parse_rating
 from tasks.refusal import is_refusal
-from tasks.register.gates import check_gates, tolerance_for
+from tasks.register.gates import check_gates, decision_in_words, tolerance_for
 from tasks.stats import Item, cohen_kappa, estimate, paired_difference, wilson
 
 
@@ -219,6 +219,10 @@ def test_a_regression_beyond_tolerance_blocks_promotion_and_a_missing_bar_metric
     worse_than_base = rate_items("answer_rate_guarded", "adapter", [0, 0, 1, 1, 0])
     gates = {g.metric: g for g in check_gates(better + slight + worse_than_base, bar, PARAMS, fallback=base)}
     assert not gates["answer_rate_guarded"].passed and "vs the base" not in gates["perplexity_content"].rule
+    # the registry's description says it in words, with the primary metric's numbers and the failed gate
+    words = decision_in_words("3", "the base model", list(gates.values()), "not promoted")
+    assert words.startswith("Version 3: not promoted. On perplexity_content (lower is better) it scored ")
+    assert words.endswith("over 8 paired items. 2 of 3 gates passed; failed: answer_rate_guarded.")
 
 
 def test_a_champion_scored_on_other_held_out_dialogues_is_replaced_by_the_base_as_the_bar():

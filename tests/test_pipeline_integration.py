@@ -149,6 +149,15 @@ def test_registry_entry_alias_and_grouped_runs(project):
     assert stages == set(STAGES)
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
                for r in runs if r.data.tags["selfchat.role"] == "stage")
+    # the pipeline run tells the story: every stage's headline numbers and params, the decision in words
+    parent = parents[0]
+    assert {"collect/dialogues", "validate/pass_rate", "train/steps", "register/promoted"} <= set(parent.data.metrics)
+    assert parent.data.metrics["register/promoted"] == 1.0 and "train.lora.r" in parent.data.params
+    assert "Version 1: promoted to champion. On perplexity_with_markers" in parent.data.tags["mlflow.note.content"]
+    first_stage = min(r.info.start_time for r in runs if r.data.tags["selfchat.role"] == "stage")
+    assert parent.info.status == "FINISHED" and parent.info.end_time - first_stage > 10_000  # spans its stages
+    # made from a clean commit: what the stages write themselves (dvc.lock, metrics) does not make it dirty
+    assert {r.data.tags["git.sha"].endswith("-dirty") for r in runs} == {False}
 
 
 def test_every_stage_reported_to_the_one_prefect_server(project, prefect_api):
@@ -160,6 +169,23 @@ def test_every_stage_reported_to_the_one_prefect_server(project, prefect_api):
     repro = (project[0] / "repro.log").read_text()
     assert "Running stage 'collect'" in repro and "temporary server" not in repro.lower(), \
         "no stage starts a Prefect server of its own"
+    # the stages of one pipeline run: found by its tag, named after it, each with its result and MLflow run
+    runs = httpx.post(f"{prefect_api}/flow_runs/filter", json={
+        "flow_runs": {"tags": {"all_": ["pipeline:itest-1"]}, "state": {"type": {"any_": ["COMPLETED"]}}}}).json()
+    by_name = {r["name"]: r for r in runs}
+    assert {f"{stage} itest-1" for stage in STAGES} <= set(by_name), sorted(by_name)
+    for stage in STAGES:
+        run_ = by_name[f"{stage} itest-1"]
+        assert any(tag.startswith("mlflow:") for tag in run_["tags"]), (stage, run_["tags"])
+        artifacts = httpx.post(f"{prefect_api}/artifacts/filter", json={
+            "artifacts": {"flow_run_id": {"any_": [run_["id"]]}, "key": {"any_": [f"{stage}-result"]}}}).json()
+        assert len(artifacts) == 1 and "| metric | value |" in artifacts[0]["data"], (stage, artifacts)
+    train = httpx.post(f"{prefect_api}/artifacts/filter", json={"artifacts": {"key": {"any_": ["train-result"]}}})
+    assert "models/adapter" in train.json()[0]["data"] and "train_loss_mean" in train.json()[0]["data"]
+    # no library noise in the logs (datasets' hashing disassembles functions through print)
+    logs = httpx.post(f"{prefect_api}/logs/filter", json={
+        "logs": {"flow_run_id": {"any_": [by_name["train itest-1"]["id"]]}}, "limit": 200}).json()
+    assert logs and not any("LOAD_GLOBAL" in entry["message"] for entry in logs)
 
 
 def test_same_inputs_give_byte_identical_outputs(project):

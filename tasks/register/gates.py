@@ -89,9 +89,22 @@ def check_gates(challenger: list[Item], bar: list[Item], params: RegisterParams,
     return gates
 
 
+def decision_in_words(version: str, bar: str, gates: list[Gate], decision: str) -> str:
+    """One paragraph a reader of the registry understands without the table: the decision, the primary
+    metric's numbers, and which gates failed."""
+    primary, failed = gates[0], [g.metric for g in gates if not g.passed]
+    d = primary.difference
+    direction = "higher" if primary.higher_is_better else "lower"
+    return (f"Version {version}: {decision}. On {primary.metric} ({direction} is better) it scored "
+            f"{primary.challenger.value:.4g} against {primary.bar.value:.4g} for {bar}, a difference of "
+            f"{d.value:+.4g} [{d.low:+.4g}, {d.high:+.4g}] over {d.n} paired items. "
+            + (f"{len(gates) - len(failed)} of {len(gates)} gates passed; failed: {', '.join(failed)}."
+               if failed else f"All {len(gates)} gates passed."))
+
+
 def promotion_report(version: str, bar: str, gates: list[Gate], decision: str) -> str:
     """Markdown for the MLflow run and the version's description: the decision and every number behind it."""
-    lines = [f"# Version {version}: {decision}", "",
+    lines = [f"# Version {version}: {decision}", "", decision_in_words(version, bar, gates, decision), "",
              f"Compared with **{bar}** on the same items (paired bootstrap, challenger − bar).", "",
              "| metric | rule | challenger | bar | difference [interval] | n | |", "|---|---|---|---|---|---|---|"]
     for g in gates:

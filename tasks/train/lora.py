@@ -90,7 +90,8 @@ def training_arguments(params: TrainParams, output_dir: Path, has_validation: bo
         per_device_train_batch_size=params.batch_size // params.processes,
         per_device_eval_batch_size=params.batch_size // params.processes,
         gradient_accumulation_steps=params.grad_accum, learning_rate=params.learning_rate,
-        lr_scheduler_type=params.lr_scheduler, warmup_steps=params.warmup_ratio, logging_steps=1,
+        lr_scheduler_type=params.lr_scheduler, logging_steps=1,
+        warmup_steps=params.warmup_ratio,  # transformers 5: a float below 1 is a share of the steps
         eval_strategy=evaluate, eval_steps=params.eval_steps, prediction_loss_only=True,
         # checkpoints every save_steps (evaluation steps when early stopping keeps the best)
         save_strategy="steps", save_steps=params.eval_steps if params.early_stopping_patience else params.save_steps,
@@ -144,7 +145,8 @@ def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: lis
     eval_losses = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
     runtime = float(result.metrics["train_runtime"])
     per_epoch = trained_tokens(examples)
-    summary = {"train_loss": float(result.training_loss), "train_runtime_s": runtime,
+    # "train_loss_mean": the Trainer's mean over every step, not the last step's "loss" MLflow plots
+    summary = {"train_loss_mean": float(result.training_loss), "train_runtime_s": runtime,
                "steps": float(trainer.state.global_step), "epochs": float(trainer.state.epoch or 0.0),
                "trainable_params": float(trainable), "total_params": float(total),
                "examples": float(len(examples)), "validation_examples": float(len(validation)),

@@ -69,6 +69,7 @@ def decide_sweep(client: MlflowClient, params: RegisterParams, sweep: str, versi
     members, excluded = load_members(client, versions, params.primary_metric)
     for version, reason in excluded.items():
         client.set_model_version_tag(params.model_name, version, "promotion.decision", reason)
+        client.set_model_version_tag(params.model_name, version, "promoted", "false")
     if not members:
         raise NothingToDecide(f"sweep {sweep}: no member can be compared ({'; '.join(set(excluded.values()))})")
     ranked = rank_members(members, params.primary_metric)
@@ -86,6 +87,7 @@ def decide_sweep(client: MlflowClient, params: RegisterParams, sweep: str, versi
     for member in ranked[1:]:
         lost = f"not promoted: version {best.version} won sweep {sweep}"
         client.set_model_version_tag(params.model_name, member.version, "promotion.decision", lost)
+        client.set_model_version_tag(params.model_name, member.version, "promoted", "false")
         client.update_model_version(params.model_name, member.version,
                                     description=f"{lost} (see reports/sweeps/{sweep}/comparison.md)")
     set_alias(params.model_name, CHALLENGER, best.version)

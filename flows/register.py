@@ -8,15 +8,17 @@ from pathlib import Path
 import mlflow
 from prefect import flow
 
-from flows.stage import run_stage, tracked_stage
+from flows.stage import run_stage, step, tracked_stage
+from tasks.adapter_card import ADAPTER_CARD, adapter_lineage
 from tasks.config import load_params
 from tasks.jsonl import read_jsonl, write_json
-from tasks.paths import ADAPTER_DIR, EVAL_ITEMS, metrics_file
+from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, metrics_file
 from tasks.register.gates import check_gates, decision_in_words, promotion_report
 from tasks.register.registry import (
     CHALLENGER,
     CHAMPION,
     PENDING,
+    find_chat_model,
     promotion_bar,
     promotion_lock,
     register_adapter,
@@ -24,7 +26,7 @@ from tasks.register.registry import (
     sweep_member,
 )
 from tasks.stats import ADAPTER, BASE, items_from_dicts
-from tasks.student import ADAPTER_CARD, adapter_lineage
+from tasks.student import log_chat_model
 from tasks.tracking import describe_pipeline_run, flatten, lineage_tags, log_headline
 
 
@@ -48,7 +50,11 @@ def register(params_file: str = "params.yaml") -> dict:
                 "evaluate.guardrail_prompt": all_params.evaluate.guardrail_prompt,
                 **flatten(all_params.train, "train."), "promotion.bar": bar_name, "promotion.decision": decision,
                 **({"sweep.id": member} if member else {}), **{f"gate.{g.metric}": str(g)[:500] for g in gates}}
-        version = register_adapter(ADAPTER_DIR, params.model_name, tags)
+        # the model the train stage logged (source run: train); logged here only if this store lacks it
+        prompt = all_params.evaluate.guardrail_prompt
+        model_id = find_chat_model(ADAPTER_DIR, prompt) or step(log_chat_model, "log-mlflow-model")(
+            ADAPTER_DIR, BASE_DIR, tags["base.sha256"], all_params.base.dtype, all_params.train.quantization, prompt)
+        version = register_adapter(model_id, params.model_name, tags | {"promoted": str(promoted).lower()})
         headline = (f"pending: a member of sweep {member}; `python -m flows.promote` promotes at most one member"
                     if member else "promoted to champion" if promoted else "not promoted")
         report = promotion_report(version.version, bar_name, gates, headline)

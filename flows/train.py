@@ -9,16 +9,19 @@ import mlflow
 from prefect import flow
 
 from flows.stage import run_stage, step, tracked_stage
+from tasks.adapter_card import write_adapter_card
 from tasks.config import load_params
 from tasks.jsonl import read_jsonl, write_json
 from tasks.masking import build_examples
 from tasks.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN, metrics_file
-from tasks.student import folder_sha256, load_tokenizer, write_adapter_card
+from tasks.student import file_sha256, folder_sha256, load_tokenizer, log_chat_model
 from tasks.tracking import log_headline
 from tasks.train.checkpoints import fingerprint_of, training_environment
 from tasks.train.data import split_validation
 from tasks.train.launch import TrainJob, run_training
 from tasks.train.plots import write_loss_curves
+
+CARD_RESULTS = ("steps", "epochs", "train_loss_mean", "eval_loss", "eval_loss_best")  # the same on every rebuild
 
 
 @flow(name="train", log_prints=True)
@@ -43,16 +46,21 @@ def train(params_file: str = "params.yaml") -> dict[str, float]:
         # no print capture: datasets' hashing (dill) disassembles functions by capturing print, which Prefect's
         # log_prints would turn into pages of bytecode in the log
         outcome = step(run_training, "lora-train", log_prints=False)(job, params.processes)
-        write_adapter_card(ADAPTER_DIR, base_model=all_params.base.model, base_sha256=base_sha256,
-                           train_format=params.format, max_length=params.max_length)
         summary = outcome.summary | {"dialogues_emptied_by_truncation": float(emptied)}
+        data = {"corpus": f"`{TRAIN}` (sha256 `{file_sha256(TRAIN)}`)", "dialogues trained on": len(examples),
+                "dialogues for the validation loss": len(validation),
+                "trained (assistant) tokens per epoch": int(summary["trained_tokens_per_epoch"])}
+        write_adapter_card(ADAPTER_DIR, all_params.base.model, base_sha256, params.format, params.max_length,
+                           params.model_dump(), data, {k: summary[k] for k in CARD_RESULTS if k in summary})
+        # the adapter as an MLflow model (pyfunc): what the registry versions and `mlflow.pyfunc.load_model` use
+        step(log_chat_model, "log-mlflow-model")(ADAPTER_DIR, BASE_DIR, base_sha256, dtype, params.quantization,
+                                                 all_params.evaluate.guardrail_prompt)
         write_json(metrics_file("train"), summary)
         curves = write_loss_curves(outcome.history, PLOTS)
         log_headline({k: summary[k] for k in ("steps", "train_loss_mean", "eval_loss") if k in summary})
         # eval_loss is in the run already, step by step (one name, one meaning in MLflow and metrics/train.json)
         mlflow.log_metrics({k: v for k, v in summary.items() if k != "eval_loss"})
         mlflow.log_artifact(str(curves["png"]))
-        mlflow.log_artifacts(str(ADAPTER_DIR), "adapter")
     print(f"trained {summary['trainable_params']:.0f} LoRA parameters on {len(examples)} dialogues "
           f"({len(validation)} for validation), {summary['steps']:.0f} steps; "
           f"mean loss {summary['train_loss_mean']:.3f}"

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
+from typing import Any
 
+import mlflow
+import peft
 import torch
+import transformers
+from mlflow.models import infer_signature
 from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
@@ -42,6 +48,10 @@ class KbitUnavailable(SelfchatError):
     pass
 
 
+class BaseMismatch(SelfchatError):
+    pass
+
+
 def quantization_config(mode: str) -> BitsAndBytesConfig | None:
     if mode == "none":
         return None
@@ -68,51 +78,53 @@ def load_adapted(base_dir: Path, adapter_dir: Path, dtype: str = "float32", quan
     return PeftModel.from_pretrained(load_base_model(base_dir, dtype, quantization), adapter_dir)
 
 
+def _feed(digest: Any, path: Path) -> None:
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    _feed(digest, path)
+    return digest.hexdigest()
+
+
 def folder_sha256(folder: Path) -> str:
     """Content hash of a model folder (every file, by relative path): which base an adapter was trained on."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        _feed(digest, path)
     return digest.hexdigest()
 
 
-ADAPTER_CARD = "selfchat.json"  # what the adapter was trained on and how to use it, next to peft's files
+CHAT_MODEL = Path(__file__).with_name("chat_model.py")
+# tags of the logged model: the register stage finds it by the adapter's content and the guardrail prompt
+ADAPTER_SHA, PROMPT_SHA = "adapter.sha256", "guardrail_prompt.sha256"
 
 
-def write_adapter_card(adapter_dir: Path, base_model: str, base_sha256: str, train_format: str,
-                       max_length: int) -> None:
-    """selfchat.json (machine-readable lineage) and a README.md in place of peft's empty model card."""
-    card = {"base_model": base_model, "base_path": "models/base", "base_sha256": base_sha256,
-            "train_format": train_format, "max_length": max_length}
-    (adapter_dir / ADAPTER_CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    (adapter_dir / "README.md").write_text(f"""---
-library_name: peft
-base_model: {base_model}
-tags: [lora, selfchat, baize]
----
-# selfchat LoRA adapter
-
-LoRA adapter trained by selfchat on a self-chat corpus, loss on the assistant's turns only.
-
-- base model: `{base_model}` (the project's `models/base`, sha256 of the folder `{base_sha256}`)
-- training format: `{train_format}` (max {max_length} tokens); prompt it the way it was trained
-  (`tasks/dialogue.py`; Baize's `[|Human|]` / `[|AI|]` markers for `baize`)
-
-```python
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-base = AutoModelForCausalLM.from_pretrained("models/base")      # in a clone: dvc pull models/base
-model = PeftModel.from_pretrained(base, "path/to/this/folder")
-tokenizer = AutoTokenizer.from_pretrained("models/base")
-```
-""")
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def adapter_lineage(adapter_dir: Path) -> dict[str, str]:
-    """The adapter card as registry tags: which base (name and content hash), which training format."""
-    card = json.loads((adapter_dir / ADAPTER_CARD).read_text())
-    return {"base.sha256": card["base_sha256"], "base.path": card["base_path"], "train.format": card["train_format"]}
+def log_chat_model(adapter_dir: Path, base_dir: Path, base_sha256: str, dtype: str, quantization: str,
+                   guardrail_prompt: str, max_new_tokens: int = 256) -> str:
+    """Log the adapter as an MLflow pyfunc model in the active run (tasks/chat_model.py; the project's
+    tasks package goes with it as code); returns the logged model's id."""
+    # deliberate (see tasks/chat_model.py): a signature, no input example
+    warnings.filterwarnings("ignore", message=r".*An input example was not provided", category=UserWarning)
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=str(CHAT_MODEL), artifacts={"adapter": str(adapter_dir)},
+        code_paths=[str(Path(__file__).parent)],
+        model_config={"base_path": str(base_dir), "base_sha256": base_sha256, "dtype": dtype,
+                      "quantization": quantization, "guardrail_prompt": guardrail_prompt,
+                      "max_new_tokens": max_new_tokens},
+        # a signature, not an input example: MLflow would load the base and generate twice to check an example
+        signature=infer_signature(["What is a LoRA adapter?"], ["An answer."],
+                                  params={"max_new_tokens": max_new_tokens, "system": guardrail_prompt}),
+        pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__}",
+                          f"transformers=={transformers.__version__}", f"peft=={peft.__version__}"],
+        tags={ADAPTER_SHA: folder_sha256(adapter_dir), PROMPT_SHA: text_sha256(guardrail_prompt)})
+    return info.model_id
+

@@ -10,9 +10,9 @@ from transformers import AutoModelForCausalLM
 
 from tasks.config import EvalSet, RegisterParams, TrainParams
 from tasks.evaluate.compare import as_model
-from tasks.evaluate.generation import generate_answers
 from tasks.evaluate.guardrails import guardrail_answers, sample_prompts
 from tasks.evaluate.perplexity import CONTENT, WITH_MARKERS, heldout_items
+from tasks.generation import generate_answers
 from tasks.jsonl import write_jsonl
 from tasks.masking import build_examples
 from tasks.register.gates import check_gates
@@ -21,12 +21,13 @@ from tasks.register.registry import (
     CHAMPION,
     BaseMismatch,
     champion_items,
+    find_chat_model,
     load_by_alias,
     register_adapter,
     set_alias,
 )
 from tasks.stats import ADAPTER, BASE, Item, aggregate
-from tasks.student import KbitUnavailable, folder_sha256, load_adapted, save_adapter
+from tasks.student import KbitUnavailable, folder_sha256, load_adapted, log_chat_model, save_adapter
 from tasks.train.lora import train_lora
 from tests.conftest import build_tiny_model, dialogue
 
@@ -135,7 +136,7 @@ def test_the_gate_promotes_a_trained_adapter_over_the_base_and_rejects_a_damaged
     assert not bad.passed and bad.difference.value > 0, bad
 
 
-def test_register_and_load_by_alias(trained, tiny_base, tmp_path):
+def test_register_and_load_by_alias(trained, tiny_base, tiny_tokenizer, tmp_path):
     model, examples, _, _, adapter_dir = trained
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -143,10 +144,17 @@ def test_register_and_load_by_alias(trained, tiny_base, tmp_path):
     write_jsonl(tmp_path / "items.jsonl", [i.as_dict() for i in items])
     try:
         assert champion_items("tiny-adapter") is None  # no model yet: the base is the bar
-        with mlflow.start_run(experiment_id=experiment):
+        with mlflow.start_run(experiment_id=experiment, run_name="train") as train:
+            model_id = log_chat_model(adapter_dir, tiny_base, folder_sha256(tiny_base), "float32", "none", "Be kind.",
+                                      max_new_tokens=6)
+        with mlflow.start_run(experiment_id=experiment, run_name="register") as register:
+            # found by the adapter's content and the guardrail prompt it was logged with
+            assert find_chat_model(adapter_dir, "Be kind.") == model_id
+            assert find_chat_model(adapter_dir, "Another prompt.") is None
             mlflow.log_artifact(str(tmp_path / "items.jsonl"), "eval")
-            version = register_adapter(adapter_dir, "tiny-adapter",
+            version = register_adapter(model_id, "tiny-adapter",
                                        {"git.sha": "abc", "base.sha256": folder_sha256(tiny_base)})
+        assert version.run_id == train.info.run_id and version.tags["register.run_id"] == register.info.run_id
         set_alias("tiny-adapter", CHALLENGER, version.version)
         assert champion_items("tiny-adapter") is None  # registered, but no champion yet
         set_alias("tiny-adapter", CHAMPION, version.version)
@@ -155,10 +163,18 @@ def test_register_and_load_by_alias(trained, tiny_base, tmp_path):
         found, reloaded = load_by_alias("tiny-adapter", CHALLENGER, tiny_base, tmp_path / "download")
         assert found.version == version.version and found.tags["git.sha"] == "abc"
         assert torch.allclose(logits(model, examples), logits(reloaded, examples), atol=1e-6)
+        # the standard MLflow loader answers as the trained adapter does, guardrail prompt by default
+        served = mlflow.pyfunc.load_model("models:/tiny-adapter@champion")
+        questions = ["What is a list?", "How do I sort it?"]
+        assert served.predict(questions) == generate_answers(model, tiny_tokenizer, questions, "Be kind.", 6)
+        assert served.predict(questions[:1], params={"system": "", "max_new_tokens": 3}) == generate_answers(
+            model, tiny_tokenizer, questions[:1], None, 3)
         # another base than the one it was trained on is refused, naming what to do
         other = build_tiny_model(tmp_path / "other-base", seed=1)
         with pytest.raises(BaseMismatch, match="dvc pull models/base"):
             load_by_alias("tiny-adapter", CHAMPION, other, tmp_path / "again")
+        with pytest.raises(BaseMismatch, match="not the base this adapter was trained on"):
+            mlflow.pyfunc.load_model("models:/tiny-adapter@champion", model_config={"base_path": str(other)})
     finally:
         mlflow.set_tracking_uri(None)
 

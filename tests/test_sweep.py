@@ -17,9 +17,15 @@ from tasks.jsonl import write_jsonl
 from tasks.promote.comparison import Member, member_labels, rank_members
 from tasks.register.registry import CHAMPION, PENDING, register_adapter
 from tasks.stats import ADAPTER, BASE, Item
+from tasks.student import log_chat_model
 from tasks.tracking import dvc_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def logged_model(adapter_dir: Path) -> str:
+    """A chat model around an adapter folder (never loaded here: only its registry entry matters)."""
+    return log_chat_model(adapter_dir, adapter_dir, "0" * 64, "float32", "none", "Be kind.")
 
 
 def perplexity_items(model: str, nll: list[float]) -> list[Item]:
@@ -96,8 +102,8 @@ def register_member(root: Path, sweep: str, rank: int, adapter_nll: list[float])
     mlflow.set_experiment("selfchat-tests")
     with mlflow.start_run(tags={"selfchat.pipeline_id": f"{sweep}-{rank}"}):
         mlflow.log_artifact(str(root / "items.jsonl"), "eval")
-        version = register_adapter(folder, "sweep-model", {"promotion.decision": PENDING, "sweep.id": sweep,
-                                                            "train.lora.r": str(rank)})
+        version = register_adapter(logged_model(folder), "sweep-model",
+                                   {"promotion.decision": PENDING, "sweep.id": sweep, "train.lora.r": str(rank)})
     with mlflow.start_run(tags={"selfchat.pipeline_id": f"{sweep}-{rank}", "selfchat.stage": "train"}):
         mlflow.log_metrics({"trainable_params": rank * 1000.0, "train_runtime_s": 10.0})
         for step, loss in enumerate((3.0, 2.5, 2.0), 1):
@@ -138,7 +144,8 @@ def test_a_member_without_stored_items_is_excluded_with_the_reason(store):
     (folder / "adapter_config.json").write_text("{}")
     mlflow.set_experiment("selfchat-tests")
     with mlflow.start_run():  # registered, but its evaluation items were never stored
-        version = register_adapter(folder, "sweep-model", {"promotion.decision": PENDING, "sweep.id": "s9"})
+        version = register_adapter(logged_model(folder), "sweep-model",
+                                   {"promotion.decision": PENDING, "sweep.id": "s9"})
     with pytest.raises(NothingToDecide, match="no member can be compared"):
         promote.fn(params_file=str(store / "params.yaml"), sweep="s9")
     tags = MlflowClient().get_model_version("sweep-model", version.version).tags

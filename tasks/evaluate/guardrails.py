@@ -13,7 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tasks.assets import asset, read_texts
 from tasks.config import EvalSet
 from tasks.evaluate.answers import answer_problem
-from tasks.evaluate.generation import generate_answers
+from tasks.generation import generate_answers
 from tasks.judge import Judge, complied, judge_all
 from tasks.refusal import is_refusal
 from tasks.stats import Item

@@ -9,7 +9,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tasks.assets import asset, read_rows
-from tasks.evaluate.generation import generate_answers
+from tasks.generation import generate_answers
 from tasks.judge import Judge, judge_all
 from tasks.stats import Item
 

@@ -14,12 +14,12 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from peft import PeftModel
 
-from tasks.errors import SelfchatError
 from tasks.register.gates import Gate
 from tasks.stats import ADAPTER, BASE, Item, items_from_dicts
-from tasks.student import folder_sha256, load_adapted
+from tasks.student import ADAPTER_SHA, PROMPT_SHA, BaseMismatch, folder_sha256, load_adapted, text_sha256
 from tasks.tracking import dvc_experiment
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -27,22 +27,34 @@ log = logging.getLogger(__name__)
 ITEMS_ARTIFACT = "eval/items.jsonl"  # each version's per-item results, the bar for the next challenger
 
 
-def register_adapter(adapter_dir: Path, model_name: str, tags: dict[str, str]) -> ModelVersion:
-    """Log the adapter folder in the active run and make it a new version of `model_name`.
+REGISTER_RUN = "register.run_id"  # the run that decided a version and stored its per-item results
 
-    Uses create_model_version on the artifact URI: register_model("runs:/...") fails for a plain folder.
-    """
+
+def find_chat_model(adapter_dir: Path, guardrail_prompt: str) -> str | None:
+    """The model the train stage logged for this very adapter (by content) and guardrail prompt, newest
+    first; None when there is none in this tracking store (e.g. the adapter was pulled from a DVC remote)."""
+    query = (f"tags.`{ADAPTER_SHA}` = '{folder_sha256(adapter_dir)}' and "
+             f"tags.`{PROMPT_SHA}` = '{text_sha256(guardrail_prompt)}'")
+    run = mlflow.active_run()
+    found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id] if run else None,
+                                        filter_string=query, max_results=1, output_format="list",
+                                        order_by=[{"field_name": "creation_time", "ascending": False}])
+    return found[0].model_id if found else None
+
+
+def register_adapter(model_id: str, model_name: str, tags: dict[str, str]) -> ModelVersion:
+    """A new version of `model_name` from a logged chat model (its source run is the run that logged it,
+    the train stage's); the active run, which decides the version, is recorded as REGISTER_RUN."""
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("register_adapter needs an active MLflow run")
-    mlflow.log_artifacts(str(adapter_dir), artifact_path="adapter")
     client = MlflowClient()
     try:
         client.get_registered_model(model_name)
     except MlflowException:
-        client.create_registered_model(model_name, description="LoRA adapters trained on self-chat corpora")
-    return client.create_model_version(model_name, source=f"{run.info.artifact_uri}/adapter",
-                                       run_id=run.info.run_id, tags=tags)
+        client.create_registered_model(model_name, description="LoRA adapters trained on self-chat corpora; "
+                                       "each version loads with mlflow.pyfunc.load_model (tasks/chat_model.py)")
+    return mlflow.register_model(f"models:/{model_id}", model_name, tags={**tags, REGISTER_RUN: run.info.run_id})
 
 
 def set_alias(model_name: str, alias: str, version: str) -> None:
@@ -50,10 +62,14 @@ def set_alias(model_name: str, alias: str, version: str) -> None:
 
 
 def download_by_alias(model_name: str, alias: str, dest: Path) -> tuple[ModelVersion, Path]:
+    """The version behind an alias and its adapter folder, downloaded to `dest`."""
     client = MlflowClient()
     version = client.get_model_version_by_alias(model_name, alias)
-    path = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dest))
-    return version, Path(path)
+    path = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dest)))
+    if not (path / "MLmodel").exists():  # registered before versions were MLflow models: the adapter folder
+        return version, path
+    artifacts = Model.load(path).flavors["python_function"]["artifacts"]
+    return version, path / artifacts["adapter"]["path"]
 
 
 def champion_items(model_name: str) -> tuple[ModelVersion, list[Item]] | None:
@@ -109,8 +125,10 @@ def promotion_bar(model_name: str, items: list[Item]) -> tuple[str, list[Item]]:
 
 
 def version_items(version: ModelVersion) -> list[Item]:
+    """The per-item evaluation stored by the run that registered the version."""
+    run_id = version.tags.get(REGISTER_RUN, version.run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ITEMS_ARTIFACT, dst_path=tmp)
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ITEMS_ARTIFACT, dst_path=tmp)
         return items_from_dicts(json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
 
 
@@ -121,10 +139,6 @@ def pending_versions(model_name: str, sweep: str | None = None) -> list[ModelVer
         query += f" and tag.`sweep.id` = '{sweep}'"
     found = MlflowClient().search_model_versions(query)
     return sorted(found, key=lambda v: int(v.version))
-
-
-class BaseMismatch(SelfchatError):
-    pass
 
 
 def load_by_alias(model_name: str, alias: str, base_dir: Path, dest: Path) -> tuple[ModelVersion, PeftModel]:
@@ -143,7 +157,8 @@ def record_promotion(model_name: str, version: str, decision: str, report: str, 
                      gates: list[Gate]) -> None:
     """The decision on a version, replacing what was recorded when it was registered pending."""
     client = MlflowClient()
-    for key, value in {"promotion.decision": decision, "promotion.bar": bar,
+    for key, value in {"promotion.decision": decision, "promoted": str(decision == "promoted").lower(),
+                       "promotion.bar": bar,
                        **{f"gate.{g.metric}": str(g)[:500] for g in gates}}.items():
         client.set_model_version_tag(model_name, version, key, value)
     client.update_model_version(model_name, version, description=report)

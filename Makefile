@@ -28,7 +28,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run pipeline sweep promote up down test test-slow lint mlflow-ui prefect-ui clean
+.PHONY: install run pipeline sweep promote up down test test-slow lint mlflow-ui prefect-ui plots clean
 
 install: $(VENV)/.installed
 
@@ -85,6 +85,11 @@ lint: install
 # runs page of the selfchat experiment in model-training mode. `make down` stops it.
 mlflow-ui: install
 	@$(PY) -m tasks.mlflow_ui up
+
+# DVC's plots as one HTML page that works offline (Vega from a PyPI package instead of a CDN).
+plots: install
+	dvc plots show -o dvc_plots
+	$(PY) -m tasks.offline_assets dvc_plots
 
 # The UI of the same server the stages report to.
 prefect-ui: up

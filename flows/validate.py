@@ -22,7 +22,7 @@ from tasks.paths import (
     TRAIN,
     metrics_file,
 )
-from tasks.tracking import log_headline
+from tasks.tracking import log_headline, pipeline_id
 from tasks.validate.dedup import near_duplicate_groups
 from tasks.validate.export import export_baize
 from tasks.validate.quality import validate_corpus
@@ -37,7 +37,8 @@ def validate(params_file: str = "params.yaml") -> dict:
     with tracked_stage("validate", params):
         shutil.rmtree(DATA_DOCS, ignore_errors=True)
         shutil.rmtree(QUALITY_REPORTS, ignore_errors=True)
-        verdict = step(validate_corpus, "data-quality")(dialogues, seeds, params, DATA_DOCS)
+        verdict = step(validate_corpus, "data-quality")(dialogues, seeds, params, DATA_DOCS,
+                                                          f"validate-{pipeline_id()}")
         # the same question from two sources must not sit on both sides of the split
         groups = near_duplicate_groups({d["seed_id"]: d.get("topic") or "" for d in dialogues},
                                        params.seed_near_duplicate_threshold)

@@ -1,5 +1,6 @@
 """Crafted bad dialogues of each kind land in quarantine with the right reason; critical failures stop."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,36 @@ def test_low_pass_rate_is_critical():
     rows = [dialogue("ok", GOOD)] + [dialogue(f"b{i}", [("human", "Hi there")]) for i in range(3)]
     with pytest.raises(ContractError, match=r"pass rate 25.0% of 4 dialogues is below validate.min_pass_rate 50%"):
         verdict_for(rows, PARAMS.model_copy(update={"min_pass_rate": 0.5}))
+
+
+ASSET = re.compile(r"<(?:script|link)\b[^>]*?\b(?:src|href)=\"([^\"]+)\"")
+
+
+def test_data_docs_work_offline_and_name_the_run_the_asset_and_each_expectation(tmp_path):
+    docs = tmp_path / "docs"
+    refusing = dialogue("bad", BAD_CASES["refusal_only"])
+    topics = ["my home router", "a leaking kitchen tap", "a squeaky bicycle chain"]
+    good = [dialogue(f"ok{i}", [("human", f"How do I fix {topic} without calling anyone for help?"),
+                                ("ai", f"For {topic}, start with the simplest check: {i + 1} steps, one at a time.")])
+            for i, topic in enumerate(topics)]
+    verdict = validate_corpus(good + [refusing],
+                              [seed(f"seed-ok{i}") for i in range(3)] + [seed("seed-bad")],
+                              PARAMS.model_copy(update={"min_pass_rate": 0.5}), docs, "validate-itest")
+    assert [d["id"] for d in verdict.quarantined] == ["bad"]  # quarantined whatever the page's status
+    assert verdict.quarantined[0]["reasons"] == ["expect_dialogue_to_not_be_refusal_only(refusal_only, "
+                                                 "value_set=[False]): got True"]
+    pages = sorted(docs.rglob("*.html"))
+    assert len(pages) >= 5  # the index, two suites, two validation results
+    for page in pages:
+        for url in ASSET.findall(page.read_text()):
+            assert not url.startswith(("http:", "https:", "//")), f"{page.name} loads {url}"
+            assert (page.parent / url.split("?")[0]).resolve().exists(), f"{page.name}: {url} missing"
+    index = (docs / "index.html").read_text()
+    assert "validate-itest-dialogues" in index and "validate-itest-seeds" in index  # every validation listed
+    [result] = [p for p in pages if "validations" in p.parts and "dialogues" in p.parts]
+    text = result.read_text()
+    assert "__none__" not in str(result) and "validate-itest-dialogues" in text
+    # one of four rows fails refusal_only: within the 50% bar, so the suite passed and says so
+    assert "Data asset: dialogues<br> <span class=\"h6\" >Status:</span> <i class=\"fas fa-check-circle " \
+           "text-success\" aria-hidden=\"true\"></i> Succeeded" in re.sub(r"\s+", " ", text)
+    assert "expect_dialogue_to_not_be_refusal_only" in text and "$PARAMETER" not in text

@@ -6,17 +6,21 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
 import pandas as pd
 import py3langid as langid
+from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.expectations.registry import get_expectation_impl
+from great_expectations.render.renderer import ValidationResultsPageRenderer
 
 import tasks.validate.expectations  # noqa: F401 - registers selfchat's custom expectations with GX
 from tasks.dialogue import AI, HUMAN, ROLE_TAG
 from tasks.errors import SelfchatError
+from tasks.offline_assets import localize
 from tasks.refusal import is_refusal
 
 CRITICAL, ROW = "critical", "row"
@@ -97,23 +101,38 @@ class ContractReport:
 def _describe(config: Any) -> str:
     # GX stores bounds as floats; 2 reads better than 2.0 in a reason
     kwargs = {k: int(v) if isinstance(v, float) and v.is_integer() else v
-              for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
+              for k, v in config.kwargs.items() if k not in ("column", "batch_id", "mostly")}
     column = config.kwargs.get("column")
     args = ([column] if column else []) + [f"{k}={v}" for k, v in kwargs.items()]
     return f"{config.type}({', '.join(args)})"
 
 
-class ContractRunner:
-    """One ephemeral GX context for a stage: every suite's results land in the same Data Docs site."""
+class AssetNamePageRenderer(ValidationResultsPageRenderer):
+    """Validation pages name the data asset (GX reads it from the batch spec, which a dataframe asset leaves
+    without one, so the page said "Data asset: None")."""
 
-    def __init__(self, docs_dir: Path | None) -> None:
+    def render(self, validation_results: Any, suite_parameters: Any = None) -> Any:
+        spec = validation_results.meta.get("batch_spec")
+        if isinstance(spec, dict) and not spec.get("data_asset_name") and validation_results.asset_name:
+            validation_results.meta["batch_spec"] = {**spec, "data_asset_name": validation_results.asset_name}
+        return super().render(validation_results, suite_parameters)
+
+
+class ContractRunner:
+    """One ephemeral GX context for a stage: every suite's results land in the same Data Docs site, named
+    `run_name`, readable offline. A row-level expectation is reported as passed when at least `row_mostly`
+    of the rows meet it (the stage's own bar, validate.min_pass_rate): failing rows are quarantined either way."""
+
+    def __init__(self, docs_dir: Path | None, run_name: str = "validate", row_mostly: float = 1.0) -> None:
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = {"globally": False}
-        self.docs = docs_dir is not None
+        self.docs_dir, self.run_name, self.row_mostly = docs_dir, run_name, row_mostly
         if docs_dir is not None:
             site = {"class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
                     "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                                      "base_directory": str(docs_dir.resolve())}}
+                                      "base_directory": str(docs_dir.resolve())},
+                    "site_section_builders": {"validations": {"renderer": {
+                        "module_name": __name__, "class_name": AssetNamePageRenderer.__name__}}}}
             self.context.add_data_docs_site(site_name="selfchat", site_config=site)
 
     def run(self, frame: pd.DataFrame, suite: gx.ExpectationSuite, parameters: dict[str, Any] | None = None,
@@ -122,30 +141,43 @@ class ContractRunner:
         context = self.context
         batch = (context.data_sources.add_pandas(suite.name).add_dataframe_asset(suite.name)
                  .add_batch_definition_whole_dataframe("all"))
+        for expectation in suite.expectations:
+            if expectation.meta.get("severity") == ROW and hasattr(expectation, "mostly"):
+                expectation.mostly = self.row_mostly
         suite = context.suites.add(suite)
         validation = context.validation_definitions.add(
             gx.ValidationDefinition(name=suite.name, data=batch, suite=suite))
-        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["selfchat"])] if self.docs else []
+        docs = self.docs_dir is not None
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["selfchat"])] if docs else []
         checkpoint = context.checkpoints.add(gx.Checkpoint(
             name=f"{suite.name}_checkpoint", validation_definitions=[validation], actions=actions,
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]}))
-        result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {})
+        run_id = RunIdentifier(run_name=f"{self.run_name}-{suite.name}", run_time=datetime.now(UTC))
+        result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {},
+                                run_id=run_id)
+        if self.docs_dir is not None:
+            static = self.docs_dir / "static"
+            localize(self.docs_dir, static / "vendor", static / "images")
         report = ContractReport()
+        by_id = frame.drop_duplicates(id_column).set_index(id_column)
         for outcome in next(iter(result.run_results.values())).results:
-            if outcome.success:
-                continue
             config = outcome.expectation_config
+            critical = config.meta.get("severity") == CRITICAL
+            if outcome.success and critical:
+                continue
             name = _describe(config)
-            if config.meta.get("severity") == CRITICAL:
+            if critical:
                 report.failed_expectations[name] += 1
                 observed = outcome.result.get("observed_value", outcome.result.get("unexpected_percent"))
                 report.critical_failures.append(f"{name}: observed {observed}")
                 continue
             column = config.kwargs.get("column")
             rows = outcome.result.get("unexpected_index_list") or []
-            report.failed_expectations[name] += len(rows)
+            if rows:
+                report.failed_expectations[name] += len(rows)
             for row in rows:
-                value = row.get(column) if column else None
+                # the failing value, from the frame: GX's index list carries only the id column
+                value = by_id.at[row[id_column], column] if column in by_id.columns else None
                 value = value.item() if hasattr(value, "item") else value
                 report.failures_by_row.setdefault(row[id_column], []).append(f"{name}: got {value!r}")
         return report

@@ -27,7 +27,7 @@ class CorpusVerdict:
 
 
 def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]], params: ValidateParams,
-                    docs_dir: Path | None) -> CorpusVerdict:
+                    docs_dir: Path | None, run_name: str = "validate") -> CorpusVerdict:
     clock = time.perf_counter()
     seconds: dict[str, float] = {}
 
@@ -37,7 +37,7 @@ def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]]
         seconds[name] = round(now - clock, 2)
         clock = now
 
-    runner = ContractRunner(docs_dir)
+    runner = ContractRunner(docs_dir, run_name, row_mostly=params.min_pass_rate)
     reasons: dict[str, list[str]] = {}
     duplicate_of: dict[str, str] = {}
 

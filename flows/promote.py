@@ -82,6 +82,13 @@ def decide_sweep(client: MlflowClient, params: RegisterParams, sweep: str, versi
                 + (f"it beat {bar_name} and is now champion." if promoted else f"it did not beat {bar_name}: "
                    "not promoted."))
     outcome = "promoted" if promoted else "not promoted"
+    # the report first: nothing in the registry changes unless it could be written
+    gated = [params.primary_metric] + [g.metric for g in gates if g.metric != params.primary_metric]
+    folder = SWEEP_REPORTS / sweep
+    folder.mkdir(parents=True, exist_ok=True)
+    report = comparison_markdown(sweep, ranked, gated, decision)
+    (folder / "comparison.md").write_text(report)
+    plots = comparison_plots(ranked, gated, folder)
     record_promotion(params.model_name, best.version, outcome,
                      promotion_report(best.version, bar_name, gates, outcome), bar_name, gates)
     for member in ranked[1:]:
@@ -93,12 +100,7 @@ def decide_sweep(client: MlflowClient, params: RegisterParams, sweep: str, versi
     set_alias(params.model_name, CHALLENGER, best.version)
     if promoted:
         set_alias(params.model_name, CHAMPION, best.version)
-    gated = [params.primary_metric] + [g.metric for g in gates if g.metric != params.primary_metric]
-    folder = SWEEP_REPORTS / sweep
-    folder.mkdir(parents=True, exist_ok=True)
-    report = comparison_markdown(sweep, ranked, gated, decision)
-    (folder / "comparison.md").write_text(report)
-    for plot in comparison_plots(ranked, gated, folder):
+    for plot in plots:
         mlflow.log_artifact(str(plot), f"sweeps/{sweep}")
     mlflow.log_text(report, f"sweeps/{sweep}/comparison.md")
     result = {"sweep": sweep, "members": [m.version for m in ranked], "excluded": excluded, "best": best.version,

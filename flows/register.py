@@ -10,7 +10,7 @@ from prefect import flow
 
 from flows.stage import run_stage, step, tracked_stage
 from tasks.adapter_card import ADAPTER_CARD, adapter_lineage
-from tasks.config import load_params
+from tasks.config import Params, load_params
 from tasks.jsonl import read_jsonl, write_json
 from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, metrics_file
 from tasks.register.gates import check_gates, decision_in_words, promotion_report
@@ -18,15 +18,19 @@ from tasks.register.registry import (
     CHALLENGER,
     CHAMPION,
     PENDING,
+    REGISTRATION_KEY,
     find_chat_model,
     promotion_bar,
     promotion_lock,
     register_adapter,
+    registered_version,
+    registration_key,
     set_alias,
+    stored_decision,
     sweep_member,
 )
-from tasks.stats import ADAPTER, BASE, items_from_dicts
-from tasks.student import log_chat_model
+from tasks.stats import ADAPTER, BASE, Item, items_from_dicts
+from tasks.student import ADAPTER_SHA, file_sha256, folder_sha256, log_chat_model
 from tasks.tracking import describe_pipeline_run, flatten, lineage_tags, log_headline
 
 
@@ -37,8 +41,27 @@ def register(params_file: str = "params.yaml") -> dict:
     items = items_from_dicts(read_jsonl(EVAL_ITEMS))
     challenger = [i for i in items if i.model == ADAPTER]
     member = sweep_member()
+    adapter_sha = folder_sha256(ADAPTER_DIR)
+    key = registration_key(adapter=adapter_sha, items=file_sha256(EVAL_ITEMS), register=params.model_dump(),
+                           train=all_params.train.model_dump(), base=all_params.base.model_dump(),
+                           guardrail_prompt=all_params.evaluate.guardrail_prompt, sweep=member)
     # decided once per version, under a lock: two runs finishing together cannot both take the alias
-    with tracked_stage("register", params), promotion_lock():
+    with promotion_lock():
+        existing = registered_version(params.model_name, key)
+        if existing is not None:
+            result = stored_decision(existing)
+            write_json(metrics_file("register"), result)
+            print(f"{params.model_name} version {existing.version} was registered from these very inputs "
+                  f"({result['decision']}): nothing to do")
+            return result
+        return decide(all_params, items, challenger, member, {REGISTRATION_KEY: key, ADAPTER_SHA: adapter_sha})
+
+
+def decide(all_params: Params, items: list[Item], challenger: list[Item], member: str | None,
+           keys: dict[str, str]) -> dict:
+    """Register this adapter as a new version and decide it against the bar (or leave it pending)."""
+    params = all_params.register_
+    with tracked_stage("register", params):
         bar_name, bar = promotion_bar(params.model_name, items)
         gates = check_gates(challenger, bar, params, fallback=[i for i in items if i.model == BASE])
         promoted = all(g.passed for g in gates) and member is None
@@ -49,7 +72,8 @@ def register(params_file: str = "params.yaml") -> dict:
                 "base.dtype": all_params.base.dtype,
                 "evaluate.guardrail_prompt": all_params.evaluate.guardrail_prompt,
                 **flatten(all_params.train, "train."), "promotion.bar": bar_name, "promotion.decision": decision,
-                **({"sweep.id": member} if member else {}), **{f"gate.{g.metric}": str(g)[:500] for g in gates}}
+                **({"sweep.id": member} if member else {}), **{f"gate.{g.metric}": str(g)[:500] for g in gates},
+                **keys}
         # the model the train stage logged (source run: train); logged here only if this store lacks it
         prompt = all_params.evaluate.guardrail_prompt
         model_id = find_chat_model(ADAPTER_DIR, prompt) or step(log_chat_model, "log-mlflow-model")(

@@ -49,11 +49,17 @@ class MemberFailed(SelfchatError):
     pass
 
 
+def member_env() -> dict[str, str]:
+    """DVC's queue workers, and so the members, without this process's pipeline id: each member is its own
+    pipeline run (nested in the sweep's by its name), not a stage of the sweep's."""
+    return {k: v for k, v in os.environ.items() if k != PIPELINE_ENV}
+
+
 def queue_member(name: str, overrides: dict[str, Any]) -> str:
     command = ["dvc", "exp", "run", "--queue", "--name", name]
     for key, value in overrides.items():
         command += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=member_env())
     if done.returncode != 0:
         raise MemberFailed(f"could not queue sweep member {name}: {last_line(done)}")
     return name
@@ -66,7 +72,8 @@ def last_line(done: subprocess.CompletedProcess) -> str:
 
 def start_workers(concurrency: int) -> None:
     """DVC's queue workers (workers already running are reused: members find their sweep by their name)."""
-    done = subprocess.run(["dvc", "queue", "start", "-j", str(concurrency)], capture_output=True, text=True)
+    done = subprocess.run(["dvc", "queue", "start", "-j", str(concurrency)], capture_output=True, text=True,
+                          env=member_env())
     if done.returncode != 0:
         raise MemberFailed(f"dvc queue start failed: {last_line(done)}")
 

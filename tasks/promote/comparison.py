@@ -37,15 +37,17 @@ class Member:
 
 
 def train_run_facts(client: MlflowClient, version: ModelVersion) -> tuple[dict[str, float], dict[str, list]]:
-    """Metrics and loss curves of the train stage run that made this version (same pipeline id)."""
-    register_run = client.get_run(version.run_id)
-    pipeline = register_run.data.tags.get("selfchat.pipeline_id")
-    runs = client.search_runs([register_run.info.experiment_id],
-                              f"tags.`selfchat.pipeline_id` = '{pipeline}' and tags.`selfchat.stage` = 'train'",
-                              order_by=["attributes.start_time DESC"], max_results=1) if pipeline else []
-    if not runs:
-        return {}, {}
-    run = runs[0]
+    """Metrics and loss curves of the train stage run that made this version: its source run (versions are
+    logged by the train stage), else the train run of the same pipeline run."""
+    run = client.get_run(version.run_id)
+    pipeline = run.data.tags.get("selfchat.pipeline_id")
+    if run.data.tags.get("selfchat.stage") != "train":
+        runs = client.search_runs([run.info.experiment_id],
+                                  f"tags.`selfchat.pipeline_id` = '{pipeline}' and tags.`selfchat.stage` = 'train'",
+                                  order_by=["attributes.start_time DESC"], max_results=1) if pipeline else []
+        if not runs:
+            return {}, {}
+        run = runs[0]
     curves = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
               for key in ("loss", "eval_loss")}
     return {k: v for k, v in run.data.metrics.items() if k in TRAIN_FACTS}, curves
@@ -93,8 +95,9 @@ def comparison_plots(ranked: list[Member], metrics: list[str], folder: Path) -> 
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 1, 3.4), squeeze=False)
     for ax, name in zip(axes[0], metrics, strict=True):
         values = [m.metric(name) for m in members]
-        ax.errorbar(range(len(members)), [v.value for v in values],
-                    yerr=[[v.value - v.low for v in values], [v.high - v.value for v in values]], fmt="o", capsize=4)
+        # a bootstrap interval of a ratio need not contain its point estimate: draw what lies on each side
+        ax.errorbar(range(len(members)), [v.value for v in values], fmt="o", capsize=4,
+                    yerr=[[max(v.value - v.low, 0.0) for v in values], [max(v.high - v.value, 0.0) for v in values]])
         ax.set_xticks(range(len(members)), labels, fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -55,6 +57,35 @@ def register_adapter(model_id: str, model_name: str, tags: dict[str, str]) -> Mo
         client.create_registered_model(model_name, description="LoRA adapters trained on self-chat corpora; "
                                        "each version loads with mlflow.pyfunc.load_model (tasks/chat_model.py)")
     return mlflow.register_model(f"models:/{model_id}", model_name, tags={**tags, REGISTER_RUN: run.info.run_id})
+
+
+REGISTRATION_KEY = "registration.key"  # what a decision was made from: the same key is not registered twice
+
+
+def registration_key(**inputs: Any) -> str:
+    """A hash of everything a registration is decided from (the adapter's and items' content hashes, the
+    params the stage reads, the sweep it belongs to)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def registered_version(model_name: str, key: str) -> ModelVersion | None:
+    """The version this store already registered from exactly these inputs: DVC reruns the register stage
+    every time (its real output is in the tracking store, which DVC cannot see: a fresh clone, a new store
+    or a sweep member equal to its baseline must still register), and this keeps a rerun from registering
+    the same thing twice."""
+    try:
+        found = MlflowClient().search_model_versions(f"name = '{model_name}' and tag.`{REGISTRATION_KEY}` = '{key}'")
+    except MlflowException:
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def stored_decision(version: ModelVersion) -> dict[str, Any]:
+    """The register stage's result for a version, as it was written then (metrics/register.json)."""
+    run_id = version.tags.get(REGISTER_RUN, version.run_id)
+    result = mlflow.artifacts.load_dict(f"runs:/{run_id}/register.json")
+    result.pop("version", None)
+    return result
 
 
 def set_alias(model_name: str, alias: str, version: str) -> None:

@@ -28,7 +28,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run pipeline sweep promote up down test test-slow lint mlflow-ui prefect-ui plots clean
+.PHONY: install run pipeline sweep promote up down test test-slow lint mlflow-ui prefect-ui plots ui-check clean
 
 install: $(VENV)/.installed
 
@@ -90,6 +90,11 @@ mlflow-ui: install
 plots: install
 	dvc plots show -o dvc_plots
 	$(PY) -m tasks.offline_assets dvc_plots
+
+# After `make run`: MLflow, the registry, Prefect and Data Docs opened in a headless Chromium (apt-get install
+# chromium), each checked for what it must show; screenshots in docs/screenshots/.
+ui-check: install up
+	$(PY) -m tests.ui_check --screenshots docs/screenshots
 
 # The UI of the same server the stages report to.
 prefect-ui: up

@@ -118,8 +118,9 @@ def publish_stage_result(stage: str, run_id: str) -> None:
     if context is None or context.flow_run is None:  # called outside a flow (tests of plain functions)
         return
     run = MlflowClient().get_run(run_id)
+    # _sync: the collect flow is async, where Prefect would otherwise hand back an unawaited coroutine
     create_markdown_artifact(run_summary_markdown(run, declared_outputs(stage)), key=f"{stage}-result",
-                             description=f"{stage}: headline numbers, outputs and params")
+                             description=f"{stage}: headline numbers, outputs and params", _sync=True)
     with get_client(sync_client=True) as client:
         client.update_flow_run(context.flow_run.id, tags=[*context.flow_run.tags, f"mlflow:{run_id}"])
 

@@ -4,6 +4,7 @@ stopped by `make down`."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import json
@@ -11,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from tasks.errors import SelfchatError
+from tasks.runtime import apply_runtime_defaults
 
 
 class LocalServerError(SelfchatError):
@@ -139,3 +142,17 @@ class LocalServer:
                 self._stop(state["pid"])
             self._state_file.unlink(missing_ok=True)
             return f"stopped the {self.name} at {state['url']}"
+
+
+def up_down_main(description: str, up: Callable[[], str], down: Callable[[], str]) -> None:
+    """`python -m <module> up|down`: print what `up` or `down` returns, or the one-line error."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("action", choices=["up", "down"])
+    args = parser.parse_args()
+    apply_runtime_defaults()
+    try:
+        print(up() if args.action == "up" else down())
+    except LocalServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+

@@ -7,15 +7,14 @@ web worker and no job runner (the defaults start ~10 processes, take ~2-3 GiB an
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
 import mlflow
 
-from tasks.local_server import LocalServer, LocalServerError
-from tasks.runtime import apply_runtime_defaults, project_root
+from tasks.local_server import LocalServer, up_down_main
+from tasks.runtime import project_root
 from tasks.tracking import EXPERIMENT, ensure_experiment, ensure_tracking_store, runs_page
 
 DEFAULT_PORT = 5000
@@ -39,23 +38,16 @@ def ensure_ui(log_dir: Path = Path("logs")) -> str:
                             (log_dir / "mlflow-ui.log").resolve(), env)
 
 
+def up() -> str:
+    ensure_tracking_store()
+    experiment = ensure_experiment()
+    url = ensure_ui()
+    return (f"MLflow UI: {url}\n  runs of '{EXPERIMENT}': {runs_page(url, experiment)}\n"
+            f"  registry: {url}/#/models?workflowType=machine_learning")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="the project's MLflow UI")
-    parser.add_argument("action", choices=["up", "down"])
-    args = parser.parse_args()
-    apply_runtime_defaults()
-    try:
-        if args.action == "down":
-            print(_server().stop())
-            return
-        ensure_tracking_store()
-        experiment = ensure_experiment()
-        url = ensure_ui()
-        print(f"MLflow UI: {url}\n  runs of '{EXPERIMENT}': {runs_page(url, experiment)}\n"
-              f"  registry: {url}/#/models?workflowType=machine_learning")
-    except LocalServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    up_down_main("the project's MLflow UI", up, lambda: _server().stop())
 
 
 if __name__ == "__main__":

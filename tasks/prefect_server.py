@@ -10,13 +10,11 @@ has a server of their own sets PREFECT_API_URL and that one is used instead.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
-from tasks.local_server import LocalServer, LocalServerError
-from tasks.runtime import apply_runtime_defaults
+from tasks.local_server import LocalServer, up_down_main
 
 DEFAULT_PORT = 4200
 STARTUP_TIMEOUT_S = 180.0  # the first start migrates a fresh database: slow on a busy 2-core machine
@@ -56,20 +54,13 @@ def stop_server(home: Path | None = None) -> str:
     return _server(home or prefect_home()).stop()
 
 
+def up() -> str:
+    api_url = ensure_server()
+    return f"Prefect server: {api_url.removesuffix('/api')} (API {api_url})"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="the project's local Prefect server")
-    parser.add_argument("action", choices=["up", "down"])
-    args = parser.parse_args()
-    apply_runtime_defaults()
-    try:
-        if args.action == "up":
-            api_url = ensure_server()
-            print(f"Prefect server: {api_url.removesuffix('/api')} (API {api_url})")
-        else:
-            print(stop_server())
-    except LocalServerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    up_down_main("the project's local Prefect server", up, stop_server)
 
 
 if __name__ == "__main__":

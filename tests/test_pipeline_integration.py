@@ -208,7 +208,7 @@ def test_same_inputs_give_byte_identical_outputs(project):
             "reports/eval", "metrics/calibrate.json"} <= after.keys()
     # the same adapter, items and params: the register stage finds their registration and adds nothing
     assert (root / "metrics/register.json").read_bytes() == decided
-    assert [v.version for v in registry(root).search_model_versions("name = 'selfchat-adapter'")] == ["1"]
+    assert [str(v.version) for v in registry(root).search_model_versions("name = 'selfchat-adapter'")] == ["1"]
 
 
 def test_editing_a_shared_module_reruns_exactly_the_stages_that_import_it(project):

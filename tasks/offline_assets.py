@@ -31,6 +31,8 @@ SOURCES: dict[str, Path] = {
     "bootstrap-table.min.css": VENDORED / "bootstrap-table.min.css",
     "bootstrap-table-filter-control.min.js": VENDORED / "bootstrap-table-filter-control.min.js",
     "bootstrap-table-filter-control.min.css": VENDORED / "bootstrap-table-filter-control.min.css",
+    "bootstrap-datepicker.min.js": VENDORED / "bootstrap-datepicker.min.js",
+    "bootstrap-datepicker.min.css": VENDORED / "bootstrap-datepicker.min.css",
     "vega5.js": VEGA / "vega5.js",
     "vega-lite5.js": VEGA / "vega-lite5.js",
     "vega-embed6.js": VEGA / "vega-embed6.js",
@@ -38,7 +40,7 @@ SOURCES: dict[str, Path] = {
 }
 
 # a CDN URL as the pages write it (a prefix; versions vary) -> the local file, or None: drop the tag
-# (Popper is in bootstrap.bundle; the dark theme and the date picker are not used by these pages)
+# (Popper is in bootstrap.bundle; the dark theme is optional)
 CDN: list[tuple[str, str | None]] = [
     ("https://code.jquery.com/jquery-", "jquery.min.js"),
     ("https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css", "bootstrap.min.css"),
@@ -54,7 +56,8 @@ CDN: list[tuple[str, str | None]] = [
      "bootstrap-table-filter-control.min.js"),
     ("https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control",
      "bootstrap-table-filter-control.min.css"),
-    ("https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/", None),
+    ("https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/", "bootstrap-datepicker.min.js"),
+    ("https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/", "bootstrap-datepicker.min.css"),
     ("https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark", None),
 ]
 GX_LOGO = re.compile(r"https://great-expectations-web-assets\.s3\.us-east-2\.amazonaws\.com/[\w.-]+\.png(\?[^\"')]*)?")

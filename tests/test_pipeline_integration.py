@@ -293,7 +293,7 @@ def check_both_sweep_ways(root: Path, env: dict[str, str]) -> None:
 
     out = run([sys.executable, "-m", "flows.sweep", "--grid", "train.lora.r=2,4"], root,
               {**env, "SELFCHAT_PIPELINE_ID": "itest-sweep"})
-    assert "Sweep sweep-" in out.stdout
+    assert "Sweep sweep-" in out.stdout + out.stderr  # the report is printed through Prefect's logger
     [report] = list((root / "reports/sweeps").glob("sweep-*/comparison.md"))
     assert "lora.r=2" in report.read_text() and "lora.r=4" in report.read_text()
     # each member's own training: rank 4 trains twice the LoRA parameters of rank 2

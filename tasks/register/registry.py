@@ -62,6 +62,11 @@ def register_adapter(model_id: str, model_name: str, tags: dict[str, str]) -> Mo
 REGISTRATION_KEY = "registration.key"  # what a decision was made from: the same key is not registered twice
 
 
+def register_run(version: ModelVersion) -> str:
+    """The run that decided the version (its source run is the train stage's, for versions logged as models)."""
+    return version.tags.get(REGISTER_RUN, version.run_id)
+
+
 def registration_key(**inputs: Any) -> str:
     """A hash of everything a registration is decided from (the adapter's and items' content hashes, the
     params the stage reads, the sweep it belongs to)."""
@@ -82,7 +87,7 @@ def registered_version(model_name: str, key: str) -> ModelVersion | None:
 
 def stored_decision(version: ModelVersion) -> dict[str, Any]:
     """The register stage's result for a version, as it was written then (metrics/register.json)."""
-    run_id = version.tags.get(REGISTER_RUN, version.run_id)
+    run_id = register_run(version)
     result = mlflow.artifacts.load_dict(f"runs:/{run_id}/register.json")
     result.pop("version", None)
     return result
@@ -157,7 +162,7 @@ def promotion_bar(model_name: str, items: list[Item]) -> tuple[str, list[Item]]:
 
 def version_items(version: ModelVersion) -> list[Item]:
     """The per-item evaluation stored by the run that registered the version."""
-    run_id = version.tags.get(REGISTER_RUN, version.run_id)
+    run_id = register_run(version)
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ITEMS_ARTIFACT, dst_path=tmp)
         return items_from_dicts(json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())

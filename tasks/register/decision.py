@@ -1,0 +1,79 @@
+"""The register stage's decision on one adapter: gates against the bar, the version's tags, and what is
+recorded once the version exists (aliases, description, result)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from tasks.adapter_card import ADAPTER_CARD, adapter_lineage
+from tasks.config import Params
+from tasks.register.gates import Gate, check_gates, decision_in_words, promotion_report
+from tasks.register.registry import CHALLENGER, CHAMPION, PENDING, promotion_bar, set_alias
+from tasks.stats import ADAPTER, BASE, Item
+from tasks.tracking import describe_pipeline_run, flatten, lineage_tags, log_headline
+
+
+@dataclass(frozen=True)
+class Verdict:
+    bar: str  # what the adapter was compared with, in words
+    gates: list[Gate]
+    member: str | None  # the sweep it belongs to: registered pending, never promoted by itself
+
+    @property
+    def promoted(self) -> bool:
+        return self.member is None and all(g.passed for g in self.gates)
+
+    @property
+    def decision(self) -> str:
+        return PENDING if self.member else "promoted" if self.promoted else "not promoted"
+
+    @property
+    def headline(self) -> str:
+        if self.member:
+            return (f"pending: a member of sweep {self.member}; `python -m flows.promote` promotes at most one "
+                    "member")
+        return "promoted to champion" if self.promoted else "not promoted"
+
+
+def judge_adapter(model_name: str, items: list[Item], params: Params, member: str | None) -> Verdict:
+    """The adapter's items gated against the champion's (the base's while there is no champion)."""
+    bar_name, bar = promotion_bar(model_name, items)
+    gates = check_gates([i for i in items if i.model == ADAPTER], bar, params.register_,
+                        fallback=[i for i in items if i.model == BASE])
+    return Verdict(bar_name, gates, member)
+
+
+def version_tags(params: Params, verdict: Verdict, adapter_dir: Path, keys: dict[str, str]) -> dict[str, str]:
+    """Lineage (code, data, base), the training params, and the decision with each gate's numbers."""
+    return {**lineage_tags("register"), **adapter_lineage(adapter_dir), "base.model": params.base.model,
+            "base.dtype": params.base.dtype, "evaluate.guardrail_prompt": params.evaluate.guardrail_prompt,
+            **flatten(params.train, "train."), "promotion.bar": verdict.bar, "promotion.decision": verdict.decision,
+            "promoted": str(verdict.promoted).lower(), **({"sweep.id": verdict.member} if verdict.member else {}),
+            **{f"gate.{g.metric}": str(g)[:500] for g in verdict.gates}, **keys}
+
+
+def record_decision(params: Params, version: str, verdict: Verdict, items_file: Path, adapter_dir: Path
+                    ) -> dict[str, Any]:
+    """Aliases, the version's description and the stage's result, in the active MLflow run."""
+    model_name = params.register_.model_name
+    report = promotion_report(version, verdict.bar, verdict.gates, verdict.headline)
+    if verdict.member is None:
+        set_alias(model_name, CHALLENGER, version)
+    if verdict.promoted:
+        set_alias(model_name, CHAMPION, version)
+    mlflow.MlflowClient().update_model_version(model_name, version, description=report)
+    result = {"model_name": model_name, "promoted": verdict.promoted, "decision": verdict.decision,
+              "bar": verdict.bar, "primary_metric": params.register_.primary_metric,
+              "gates": {g.metric: g.as_dict() for g in verdict.gates}}
+    mlflow.log_artifact(str(items_file), "eval")  # the bar for the next challenger
+    mlflow.log_artifact(str(adapter_dir / ADAPTER_CARD), "adapter")
+    mlflow.log_text(report, "promotion.md")
+    mlflow.log_dict(result | {"version": int(version)}, "register.json")
+    mlflow.log_metric("promoted", float(verdict.promoted))
+    log_headline({"promoted": float(verdict.promoted)})
+    describe_pipeline_run(decision_in_words(version, verdict.bar, verdict.gates, verdict.headline))
+    return result

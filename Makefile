@@ -28,7 +28,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run pipeline sweep promote up down test test-slow lint mlflow-ui prefect-ui plots ui-check clean
+.PHONY: install run pipeline sweep promote up deploy serve chat down test test-slow lint mlflow-ui prefect-ui plots ui-check clean
 
 install: $(VENV)/.installed
 
@@ -64,9 +64,22 @@ sweep: install up
 promote: install up
 	$(PY) -m flows.promote
 
-# The project's local Prefect server on 127.0.0.1 (reused when running; its database is .prefect/).
+# The project's local Prefect server on 127.0.0.1 and the worker that runs its deployments (both reused when
+# running; the server's database is .prefect/).
 up: install
 	@$(PY) -m tasks.prefect_server up
+
+# prefect.yaml's deployments (nightly pipeline, corpus growth, rank sweep) on the local work pool `selfchat`.
+deploy: up
+	@$(PY) -m tasks.deployments
+
+# The champion (serve.alias) as an OpenAI-compatible chat endpoint on 127.0.0.1 (serve.port); Ctrl-C stops it.
+serve: install
+	$(PY) -m flows.serve
+
+# A terminal chat with what `make serve` serves (in another terminal).
+chat: install
+	@$(PY) -m tasks.serve.chat
 
 down:
 	@test ! -x $(PY) || $(PY) -m tasks.prefect_server down

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, tags
 
 from flows.base import base
 from flows.calibrate import calibrate_judge
@@ -16,10 +16,16 @@ from flows.seeds import seeds
 from flows.stage import call_flow, fail, parse_command_line, run_stage, step
 from flows.train import train
 from flows.validate import validate
+from tasks.checkout import checkout_lock, require_dvc_idle
+from tasks.errors import SelfchatError
 from tasks.tracking import pipeline_id
 from tasks.versioning import commit_stage, stage_changed
 
 STAGES = [base, seeds, collect, validate, train, calibrate_judge, evaluate, register]
+
+
+class UnknownStage(SelfchatError):
+    pass
 
 
 def run_changed_stages(stage_flows: list, params_file: str) -> dict[str, str]:
@@ -37,11 +43,32 @@ def run_changed_stages(stage_flows: list, params_file: str) -> dict[str, str]:
     return outcome
 
 
-@flow(name="selfchat-pipeline", log_prints=True)
-def pipeline(params_file: str = "params.yaml") -> dict[str, str]:
-    """seeds -> self-chat -> data contract -> LoRA -> judge calibration -> evaluation -> registry."""
-    pipeline_id()  # all stages of this run become children of one MLflow parent run
-    return run_changed_stages(STAGES, params_file)
+def stages_until(until: str | None) -> list:
+    """The stages up to and including `until` (all of them without it)."""
+    names = [stage_flow.name for stage_flow in STAGES]
+    if until is None:
+        return STAGES
+    if until not in names:
+        raise UnknownStage(f"until: unknown stage {until!r}; one of {', '.join(names)}")
+    return STAGES[:names.index(until) + 1]
+
+
+def run_name() -> str:
+    """A deployment's runs are named like `make pipeline`'s: after the MLflow pipeline run they make."""
+    return f"selfchat-pipeline {pipeline_id()}"
+
+
+@flow(name="selfchat-pipeline", log_prints=True, flow_run_name=run_name)
+def pipeline(params_file: str = "params.yaml", until: str | None = None) -> dict[str, str]:
+    """seeds -> self-chat -> data contract -> LoRA -> judge calibration -> evaluation -> registry
+    (or up to and including the stage `until`, e.g. `validate` to grow the corpus alone)."""
+    stages = stages_until(until)
+    what = run_name()  # all stages of this run: children of one MLflow parent run
+    # a scheduled run and a `make run` never work on one checkout at once; the stages' flow runs are tagged
+    # as `make run`'s are (a deployment's run does not pass through run_stage)
+    with checkout_lock(what), tags("selfchat", f"pipeline:{pipeline_id()}"):
+        require_dvc_idle(what)
+        return run_changed_stages(stages, params_file)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import BaseModel
 
+from tasks.checkout import checkout_lock
 from tasks.config import ConfigError, load_params
 from tasks.errors import SelfchatError
 from tasks.paths import MissingInput, require
@@ -78,7 +79,7 @@ def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, 
               **parameters: Any) -> None:
     """`python -m flows.<stage>`: check the params and that the input files it `needs` exist, then run the
     flow reporting to the project's Prefect server (started once, shared by every stage; see
-    tasks/prefect_server.py)."""
+    tasks/prefect_server.py), holding the checkout (tasks/checkout.py: one run at a time)."""
     args = args or parse_command_line(flow)
     try:
         require(*needs)  # one line naming the missing file and the stage that makes it; nothing written
@@ -90,7 +91,8 @@ def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, 
     try:
         # tagged with the pipeline id: one filter in the Prefect UI shows every stage of a `make run`
         server = {PREFECT_API_URL: ensure_server()}
-        with temporary_settings(updates=server), tags("selfchat", f"pipeline:{pipeline_id()}"):
+        with (checkout_lock(f"{flow.name} {pipeline_id()}"), temporary_settings(updates=server),
+              tags("selfchat", f"pipeline:{pipeline_id()}")):
             call_flow(flow, params_file=args.params, **parameters)
     except SelfchatError as exc:  # Prefect has logged the failed run; the user gets the reason
         fail(INTERRUPTED if _CtrlC.pressed else str(exc), 130 if _CtrlC.pressed else 1)

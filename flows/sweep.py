@@ -32,6 +32,7 @@ from flows.promote import promote
 from flows.seeds import seeds
 from flows.stage import call_flow, fail, run_stage, step
 from flows.validate import validate
+from tasks.checkout import checkout_lock, require_dvc_idle
 from tasks.config import ConfigError, check_grid, grid_members, load_params
 from tasks.errors import SelfchatError
 from tasks.tracking import (
@@ -92,14 +93,21 @@ def wait_for_member(name: str, poll_s: float = 10.0) -> str:
         time.sleep(poll_s)
 
 
-@flow(name="selfchat-sweep", log_prints=True)
+# every member's wait task at once; DVC's workers bound how many members train at once
+@flow(name="selfchat-sweep", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=64))
 def sweep(params_file: str = "params.yaml", grid: dict[str, list[Any]] | None = None) -> dict:
     """shared stages once -> members (train, evaluate, register as pending) -> side-by-side report -> one decision."""
-    settings = load_params(Path(params_file)).sweep
-    members = grid_members(grid or settings.grid)
     sweep_id = os.environ.get(PIPELINE_ENV, "")
     if not SWEEP_ID.fullmatch(sweep_id):  # members find their sweep by this form of id in their names
         sweep_id = os.environ[PIPELINE_ENV] = new_sweep_id()
+    with checkout_lock(f"selfchat-sweep {sweep_id}"):  # members run in DVC's copies, the rest here
+        require_dvc_idle(f"selfchat-sweep {sweep_id}")
+        return run_sweep(sweep_id, params_file, grid)
+
+
+def run_sweep(sweep_id: str, params_file: str, grid: dict[str, list[Any]] | None) -> dict:
+    settings = load_params(Path(params_file)).sweep
+    members = grid_members(grid or settings.grid)
     run_changed_stages(SHARED, params_file)
     ensure_tracking_store()
     parent = pipeline_run(ensure_experiment(), sweep_id)
@@ -145,8 +153,6 @@ if __name__ == "__main__":
             check_grid(params.train, given)  # the same checks as the params file's grid
     except (ConfigError, ValueError) as exc:
         fail(str(exc), 2)
-    # every member's wait task at once; DVC's workers bound how many members train at once
-    runner = ThreadPoolTaskRunner(max_workers=64)
     # the shared stages and the decision: children of the sweep's run, named after it in both UIs
     os.environ[PIPELINE_ENV] = new_sweep_id()
-    run_stage(sweep.with_options(task_runner=runner), arguments, grid=given)
+    run_stage(sweep, arguments, grid=given)

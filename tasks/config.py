@@ -275,6 +275,14 @@ class SweepParams(_Strict):
     concurrency: PositiveInt = 1  # members training at once (DVC queue workers); 2 CPU cores here: one
 
 
+class ServeParams(_Strict):
+    """`make serve`: a registered version behind an OpenAI-compatible endpoint on 127.0.0.1."""
+    alias: str = "champion"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8008
+    max_tokens: PositiveInt = 256  # an answer's length when the request does not say
+    context_tokens: PositiveInt = 1024  # prompt + answer; older turns are dropped to fit
+
+
 def grid_members(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination, in the grid's order."""
     keys = list(grid)
@@ -312,6 +320,7 @@ class Params(_Strict):
     evaluate: EvaluateParams
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
     sweep: SweepParams = SweepParams()
+    serve: ServeParams = ServeParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -250,6 +250,83 @@ def test_rerun_does_nothing_then_prefect_pipeline_reruns_only_what_changed(proje
     assert ran == {"train", "evaluate", "register"}
 
 
+def wait_for_runs(client, ids: list, timeout_s: float = 900) -> list:
+    """The flow runs once every one of them has ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = [client.read_flow_run(i) for i in ids]
+        if all(r.state and r.state.is_final() for r in runs):
+            return runs
+        time.sleep(3)
+    raise AssertionError(f"flow runs not finished after {timeout_s} s: {[r.state_name for r in runs]}")
+
+
+def test_a_scheduled_deployment_runs_through_the_worker_one_run_at_a_time(project, prefect_api):
+    """prefect.yaml's nightly deployment with a short schedule on the tiny project: `python -m
+    tasks.deployments` (make deploy) registers it and starts the worker; the scheduled run completes with its
+    stages' flow and task runs readable through the API; two runs asked at once run one after the other;
+    a run that finds the checkout held fails with the reason, and the next one runs normally."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.checkout import checkout_lock
+
+    root, env = project
+    config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    nightly = next(d for d in config["deployments"] if d["name"] == "nightly")
+    soon = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 20))
+    nightly["schedules"] = [{"interval": 3600, "anchor_date": soon, "timezone": "UTC"}]
+    config["deployments"] = [nightly]
+    (root / "prefect.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    deployed = run([sys.executable, "-m", "tasks.deployments"], root, env).stdout
+    assert "selfchat-pipeline/nightly" in deployed and "worker running" in deployed
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name("selfchat-pipeline/nightly")
+            deadline = time.monotonic() + 300
+            of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+            while not (scheduled := client.read_flow_runs(deployment_filter=of_deployment)):
+                assert time.monotonic() < deadline, "the schedule made no flow run"
+                time.sleep(3)
+            first = wait_for_runs(client, [scheduled[0].id])[0]
+            assert first.state_name == "Completed", first.state.message
+            # named and tagged like `make run`'s stages: one filter shows the run and its stages
+            assert first.name.startswith("selfchat-pipeline ")
+            stages = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[first.id])))
+            assert {f"pipeline:{first.name.split()[1]}", "selfchat"} <= set(stages[0].tags), stages[0].tags
+            tasks_ = {t.name.rsplit("-", 1)[0] for t in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[first.id])))}
+            assert {f"dvc-status-{stage}" for stage in STAGES} <= tasks_, sorted(tasks_)
+
+            # two at once: the worker runs one flow run at a time, so they never interleave
+            both = [client.create_flow_run_from_deployment(deployment.id, parameters={"until": "seeds"})
+                    for _ in range(2)]
+            a, b = sorted(wait_for_runs(client, [r.id for r in both]), key=lambda r: r.start_time)
+            assert a.state_name == b.state_name == "Completed"
+            assert b.start_time >= a.end_time, (a.start_time, a.end_time, b.start_time)
+
+            # the checkout held (e.g. by `make run`): refused with the reason; the next run is normal
+            with checkout_lock("a test holding the checkout", root=root):
+                refused = client.create_flow_run_from_deployment(deployment.id, parameters={"until": "seeds"})
+                refused = wait_for_runs(client, [refused.id])[0]
+            assert refused.state_name == "Failed"
+            assert "another selfchat run holds this checkout (a test holding the checkout" in refused.state.message
+            after = client.create_flow_run_from_deployment(deployment.id, parameters={"until": "seeds"})
+            assert wait_for_runs(client, [after.id])[0].state_name == "Completed"
+    finally:
+        with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+            client.delete_deployment(client.read_deployment_by_name("selfchat-pipeline/nightly").id)
+        run([sys.executable, "-m", "tasks.prefect_server", "down"], root, env)
+
+
 def pending(client) -> list:
     return client.search_model_versions("name = 'selfchat-adapter' and tag.`promotion.decision` = 'pending'")
 

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from peft import PeftModel
 
+from tasks.errors import SelfchatError
 from tasks.register.gates import Gate
 from tasks.stats import ADAPTER, BASE, Item, items_from_dicts
 from tasks.student import ADAPTER_SHA, PROMPT_SHA, BaseMismatch, folder_sha256, load_adapted, text_sha256
@@ -95,6 +96,24 @@ def stored_decision(version: ModelVersion) -> dict[str, Any]:
 
 def set_alias(model_name: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(model_name, alias, version)
+
+
+class NoSuchVersion(SelfchatError):
+    pass
+
+
+def version_by_alias(model_name: str, alias: str) -> ModelVersion:
+    """The version behind an alias, or one line saying what the registry has instead."""
+    client = MlflowClient()
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException:
+        raise NoSuchVersion(f"no registered model {model_name!r} in {mlflow.get_tracking_uri()}: `make run` "
+                            "registers one (or set MLFLOW_TRACKING_URI to the store that has it)") from None
+    if alias not in model.aliases:
+        known = ", ".join(f"{name} (version {version})" for name, version in sorted(model.aliases.items()))
+        raise NoSuchVersion(f"{model_name} has no version with alias {alias!r}; its aliases: {known or 'none yet'}")
+    return client.get_model_version_by_alias(model_name, alias)
 
 
 def download_by_alias(model_name: str, alias: str, dest: Path) -> tuple[ModelVersion, Path]:

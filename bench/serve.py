@@ -1,0 +1,120 @@
+"""The served champion (`make serve`: the version's adapter merged into its base behind the OpenAI API)
+next to the plain transformers `generate` loop on the same model and prompts, in one run: completion
+tokens per second, seconds to the first token (served, streamed) and to the whole answer, with 1 and 4
+concurrent clients. Run from a project that has a registered champion and models/base (after `make run`).
+
+    python bench/serve.py [--alias champion] [--prompts 8] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import openai
+import torch
+import uvicorn
+
+from flows.serve import load_engine
+from tasks.config import load_params
+from tasks.generation import STOP
+from tasks.local_server import free_port
+from tasks.runtime import apply_runtime_defaults
+from tasks.serve.app import Served, build_app
+from tasks.serve.conversation import fit_prompt, turns_from_messages
+from tasks.serve.engine import ChatEngine
+
+QUESTIONS = [
+    "How do I reverse a list in Python?", "What are the early signs of dehydration?",
+    "Why does my laptop fan get loud when I open a browser?", "What is the difference between a virus and bacteria?",
+    "How can I make my home Wi-Fi faster?", "Is it safe to take ibuprofen with coffee?",
+    "What does a SQL JOIN do?", "How much water should an adult drink per day?",
+]
+
+
+def plain_loop(engine: ChatEngine, served: Served, questions: list[str], max_tokens: int) -> dict:
+    """What a user would write without a server: tokenize, generate (greedy, stop at the human marker), decode."""
+    latencies, tokens = [], 0
+    started = time.perf_counter()
+    for question in questions:
+        system, turns = turns_from_messages([{"role": "user", "content": question}], served.system)
+        prompt = fit_prompt(engine.tokenizer, system, turns, max_tokens, served.context_tokens).text
+        t0 = time.perf_counter()
+        batch = engine.tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = engine.model.generate(**batch, max_new_tokens=max_tokens, do_sample=False, stop_strings=[STOP],
+                                        tokenizer=engine.tokenizer, pad_token_id=engine.tokenizer.pad_token_id)
+        tokens += out.shape[1] - batch["input_ids"].shape[1]
+        latencies.append(time.perf_counter() - t0)
+    wall = time.perf_counter() - started
+    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall, "first_token_s": None,
+            "answer_s": statistics.median(latencies)}
+
+
+def served_clients(url: str, model: str, questions: list[str], max_tokens: int, clients: int) -> dict:
+    client = openai.OpenAI(base_url=url, api_key="bench", max_retries=0, timeout=600)
+
+    def ask(question: str) -> tuple[float, float, int]:
+        t0 = time.perf_counter()
+        first, tokens = None, 0
+        stream = client.chat.completions.create(model=model, max_tokens=max_tokens, stream=True,
+                                                stream_options={"include_usage": True},
+                                                messages=[{"role": "user", "content": question}])
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content and first is None:
+                first = time.perf_counter() - t0
+            if chunk.usage:
+                tokens = chunk.usage.completion_tokens
+        return first or 0.0, time.perf_counter() - t0, tokens
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(ask, questions))
+    wall = time.perf_counter() - started
+    tokens = sum(r[2] for r in results)
+    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+            "first_token_s": statistics.median(r[0] for r in results),
+            "answer_s": statistics.median(r[1] for r in results)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alias", default=None)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    apply_runtime_defaults()
+    params = load_params(Path("params.yaml"))
+    torch.manual_seed(0)
+    engine, served = load_engine(params.register_.model_name, args.alias or params.serve.alias, args.max_tokens,
+                                 params.serve.context_tokens)
+    questions = (QUESTIONS * (args.prompts // len(QUESTIONS) + 1))[:args.prompts]
+    port = free_port()
+    config = uvicorn.Config(build_app(engine, served), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}/v1"
+    plain_loop(engine, served, questions[:1], 4)  # warm-up
+    rows = {"plain generate loop": plain_loop(engine, served, questions, args.max_tokens)}
+    for clients in (1, 4):
+        rows[f"served, {clients} client{'s' if clients > 1 else ''}"] = served_clients(
+            url, served.model_id, questions, args.max_tokens, clients)
+    server.should_exit = True
+    base = rows["plain generate loop"]["tokens_per_s"]
+    print(f"{served.model_id} (version {served.version}), {len(questions)} prompts, max {args.max_tokens} tokens, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'':24} {'tokens':>7} {'tokens/s':>9} {'ratio':>6} {'first token s':>14} {'answer s (median)':>18}")
+    for name, row in rows.items():
+        first = f"{row['first_token_s']:.2f}" if row["first_token_s"] is not None else "-"
+        print(f"{name:24} {row['tokens']:>7} {row['tokens_per_s']:>9.1f} {row['tokens_per_s'] / base:>6.2f} "
+              f"{first:>14} {row['answer_s']:>18.2f}")
+
+
+if __name__ == "__main__":
+    main()

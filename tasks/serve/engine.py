@@ -1,0 +1,104 @@
+"""One model answering chat prompts, whole or streamed, one request at a time (the requests of concurrent
+clients queue: one forward pass at a time uses the CPU cores best; see bench/serve.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+
+from tasks.serve.conversation import STOP
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float = 0.0  # 0: greedy, the answer the evaluation saw
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass
+class Answer:
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "length"
+    first_token_s: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """The text before the first stop string, and whether one was found."""
+    cuts = [text.index(stop) for stop in stops if stop in text]
+    return (text[:min(cuts)], True) if cuts else (text, False)
+
+
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters could be the start of a stop string (not streamed until known)."""
+    return max((n for stop in stops for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0)
+
+
+class ChatEngine:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self._lock = threading.Lock()
+
+    def _generate_kwargs(self, prompt: str, sampling: Sampling) -> tuple[dict, int]:
+        batch = self.tokenizer(prompt, return_tensors="pt").to(next(self.model.parameters()).device)
+        kwargs = dict(**batch, max_new_tokens=sampling.max_tokens, stop_strings=[STOP, *sampling.stop],
+                      tokenizer=self.tokenizer, pad_token_id=self.tokenizer.pad_token_id)
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            kwargs.update(do_sample=False)
+        return kwargs, batch["input_ids"].shape[1]
+
+    def stream(self, prompt: str, sampling: Sampling, answer: Answer) -> Iterator[str]:
+        """The answer's text as it is generated, never past a stop string; `answer` holds the totals at the end."""
+        stops = (STOP, *sampling.stop)
+        with self._lock:
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            kwargs, answer.prompt_tokens = self._generate_kwargs(prompt, sampling)
+            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            started = time.perf_counter()
+            output: dict[str, torch.Tensor] = {}
+            worker = threading.Thread(target=lambda: output.setdefault(
+                "ids", self.model.generate(**kwargs, streamer=streamer)), daemon=True)
+            worker.start()  # generate runs without gradients in its own thread
+            text, sent, stopped = "", 0, False
+            for piece in streamer:
+                if answer.first_token_s is None:
+                    answer.first_token_s = time.perf_counter() - started
+                if stopped:
+                    continue  # drain: generate ends at the stop string itself
+                text = (text + piece).lstrip()  # the answer starts after the marker's space
+                visible, stopped = cut_at_stop(text, stops)
+                # trailing whitespace waits for what follows it: the answer ends without it
+                held = 0 if stopped else held_back(visible, stops)
+                end = len(visible[:len(visible) - held].rstrip())
+                if end > sent:
+                    yield visible[sent:end]
+                    sent = end
+            worker.join()
+            rest = text.rstrip()[sent:] if not stopped else ""
+            if rest:
+                yield rest
+            ids = output.get("ids")
+            answer.completion_tokens = int(ids.shape[1] - answer.prompt_tokens) if ids is not None else 0
+            answer.text = cut_at_stop(text, stops)[0].rstrip()
+            answer.finish_reason = "stop" if stopped or answer.completion_tokens < sampling.max_tokens else "length"
+            answer.timings["generate_s"] = time.perf_counter() - started
+
+    def answer(self, prompt: str, sampling: Sampling) -> Answer:
+        answer = Answer()
+        for _ in self.stream(prompt, sampling, answer):
+            pass
+        return answer

@@ -3,6 +3,7 @@ MLflow and great-expectations; only the student is a tiny random model so traini
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -262,7 +263,7 @@ def wait_for_runs(client, ids: list, timeout_s: float = 900) -> list:
 
 
 def test_a_scheduled_deployment_runs_through_the_worker_one_run_at_a_time(project, prefect_api):
-    """prefect.yaml's nightly deployment with a short schedule on the tiny project: `python -m
+    """prefect.yaml's nightly deployment on the tiny project, plus a schedule due in 90 s: `python -m
     tasks.deployments` (make deploy) registers it and starts the worker; the scheduled run completes with its
     stages' flow and task runs readable through the API; two runs asked at once run one after the other;
     a run that finds the checkout held fails with the reason, and the next one runs normally."""
@@ -274,27 +275,32 @@ def test_a_scheduled_deployment_runs_through_the_worker_one_run_at_a_time(projec
         FlowRunFilterId,
         FlowRunFilterParentFlowRunId,
     )
+    from prefect.client.schemas.schedules import IntervalSchedule
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tasks.checkout import checkout_lock
 
     root, env = project
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    nightly = next(d for d in config["deployments"] if d["name"] == "nightly")
-    soon = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 20))
-    nightly["schedules"] = [{"interval": 3600, "anchor_date": soon, "timezone": "UTC"}]
-    config["deployments"] = [nightly]
+    config["deployments"] = [d for d in config["deployments"] if d["name"] == "nightly"]
     (root / "prefect.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     deployed = run([sys.executable, "-m", "tasks.deployments"], root, env).stdout
-    assert "selfchat-pipeline/nightly" in deployed and "worker running" in deployed
+    assert "selfchat-pipeline/nightly: 0 2 * * * UTC" in deployed and "worker running" in deployed
     try:
         with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("selfchat-pipeline/nightly")
-            deadline = time.monotonic() + 300
+            # a short schedule next to the nightly one, its first run due after the server's scheduler (a
+            # 60 s loop) has made it: a run due before that is never made
+            soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=90)
+            client.create_deployment_schedules(deployment.id, [(IntervalSchedule(
+                interval=datetime.timedelta(hours=1), anchor_date=soon), True)])
             of_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
-            while not (scheduled := client.read_flow_runs(deployment_filter=of_deployment)):
-                assert time.monotonic() < deadline, "the schedule made no flow run"
+            deadline = time.monotonic() + 600
+            while not (scheduled := [r for r in client.read_flow_runs(deployment_filter=of_deployment)
+                                     if r.state_type.value != "SCHEDULED"]):
+                assert time.monotonic() < deadline, "the worker picked up no scheduled run"
                 time.sleep(3)
+            assert scheduled[0].auto_scheduled
             first = wait_for_runs(client, [scheduled[0].id])[0]
             assert first.state_name == "Completed", first.state.message
             # named and tagged like `make run`'s stages: one filter shows the run and its stages

@@ -21,7 +21,7 @@ from tasks.masking import build_examples
 from tasks.register.registry import CHAMPION, NoSuchVersion, register_adapter, set_alias, version_by_alias
 from tasks.serve.app import build_app
 from tasks.serve.conversation import BadRequest, ContextOverflow, fit_prompt, render, turns_from_messages
-from tasks.serve.engine import cut_at_stop, held_back
+from tasks.serve.engine import Answer, Sampling, cut_at_stop, held_back
 from tasks.student import folder_sha256, log_chat_model, save_adapter
 from tasks.train.lora import train_lora
 from tests.test_lora_and_registry import DIALOGUES, PARAMS
@@ -91,7 +91,7 @@ def served(tiny_base, tiny_tokenizer, tmp_path_factory):
         while not server.started:
             time.sleep(0.05)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        yield client, model, info
+        yield client, model, info, engine
         server.should_exit = True
         thread.join(timeout=10)
     finally:
@@ -100,7 +100,7 @@ def served(tiny_base, tiny_tokenizer, tmp_path_factory):
 
 
 def test_the_openai_sdk_gets_the_evaluations_answers_whole_and_streamed(served, tiny_tokenizer):
-    client, model, info = served
+    client, model, info, _ = served
     assert [m.id for m in client.models.list().data] == ["tiny-adapter@champion"] and info.version == "1"
     questions = ["What is a fever?", "How do I reset my router?"]
     finish = []
@@ -114,11 +114,12 @@ def test_the_openai_sdk_gets_the_evaluations_answers_whole_and_streamed(served, 
                                                 messages=[{"role": "user", "content": question}])
         pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
         assert "".join(pieces) == answer and "[|Human|]" not in "".join(pieces)
-    assert "stop" in finish, (finish, expected)  # the trained adapter ends its turn at [|Human|]: the stop path is exercised
+    # the trained adapter ends its turn at [|Human|]: the stop path is exercised
+    assert "stop" in finish, (finish, expected)
 
 
 def test_a_long_history_is_answered_and_bad_requests_get_one_clear_error_each(served):
-    client, _, _ = served
+    client, _, _, _ = served
     history = []
     for _ in range(12):  # far over the 256-token context: the oldest exchanges are left out
         history += [{"role": "user", "content": "Tell me about routers and fevers."},
@@ -138,3 +139,15 @@ def test_an_unknown_alias_or_model_is_one_line_naming_what_exists(served):
         version_by_alias("tiny-adapter", "best")
     with pytest.raises(NoSuchVersion, match="no registered model 'other'.*make run"):
         version_by_alias("other", CHAMPION)
+
+
+def test_a_stream_closed_early_ends_its_generation_and_frees_the_model(served):
+    client, _, _, engine = served
+    stream = engine.stream(baize_prompt("What is a fever?", GUARDRAIL), Sampling(max_tokens=400), Answer())
+    next(stream)  # the client read one piece, then went away
+    stream.close()
+    assert not engine._lock.locked()
+    assert not [t for t in threading.enumerate() if t.name == "selfchat-generate"]  # not generating on
+    reply = client.chat.completions.create(model="tiny-adapter@champion", max_tokens=4,
+                                           messages=[{"role": "user", "content": "Hi"}])
+    assert reply.usage.completion_tokens > 0

@@ -7,9 +7,16 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from tasks.serve.conversation import STOP
 
@@ -44,6 +51,16 @@ def held_back(text: str, stops: tuple[str, ...]) -> int:
     return max((n for stop in stops for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0)
 
 
+class _Cancelled(StoppingCriteria):
+    """Ends generation when the reader of the stream has gone."""
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> bool:
+        return self.cancel.is_set()
+
+
 class ChatEngine:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model = model.eval()
@@ -61,39 +78,55 @@ class ChatEngine:
         return kwargs, batch["input_ids"].shape[1]
 
     def stream(self, prompt: str, sampling: Sampling, answer: Answer) -> Iterator[str]:
-        """The answer's text as it is generated, never past a stop string; `answer` holds the totals at the end."""
+        """The answer's text as it is generated, never past a stop string; `answer` holds the totals at the end.
+        Closing the iterator early (a client that went away) ends the generation before the lock is released."""
         stops = (STOP, *sampling.stop)
         with self._lock:
             if sampling.seed is not None:
                 torch.manual_seed(sampling.seed)
             kwargs, answer.prompt_tokens = self._generate_kwargs(prompt, sampling)
             streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            cancel = threading.Event()
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
+            output: dict[str, Any] = {}
+
+            def generate() -> None:
+                try:
+                    output["ids"] = self.model.generate(**kwargs, streamer=streamer)
+                except BaseException as exc:  # re-raised below; the streamer must still end, or we wait forever
+                    output["error"] = exc
+                    streamer.end()
+
             started = time.perf_counter()
-            output: dict[str, torch.Tensor] = {}
-            worker = threading.Thread(target=lambda: output.setdefault(
-                "ids", self.model.generate(**kwargs, streamer=streamer)), daemon=True)
+            worker = threading.Thread(target=generate, name="selfchat-generate", daemon=True)
             worker.start()  # generate runs without gradients in its own thread
             text, sent, stopped = "", 0, False
-            for piece in streamer:
-                if answer.first_token_s is None:
-                    answer.first_token_s = time.perf_counter() - started
-                if stopped:
-                    continue  # drain: generate ends at the stop string itself
-                text = (text + piece).lstrip()  # the answer starts after the marker's space
-                visible, stopped = cut_at_stop(text, stops)
-                # trailing whitespace waits for what follows it: the answer ends without it
-                held = 0 if stopped else held_back(visible, stops)
-                end = len(visible[:len(visible) - held].rstrip())
-                if end > sent:
-                    yield visible[sent:end]
-                    sent = end
-            worker.join()
+            try:
+                for piece in streamer:
+                    if answer.first_token_s is None:
+                        answer.first_token_s = time.perf_counter() - started
+                    if stopped:
+                        continue  # drain what generate had made when the stop string appeared
+                    text = (text + piece).lstrip()  # the answer starts after the marker's space
+                    visible, stopped = cut_at_stop(text, stops)
+                    # trailing whitespace (and what may open a stop string) waits for what follows it
+                    held = 0 if stopped else held_back(visible, stops)
+                    end = len(visible[:len(visible) - held].rstrip())
+                    if end > sent:
+                        yield visible[sent:end]
+                        sent = end
+            finally:
+                cancel.set()
+                worker.join()
+            if "error" in output:
+                raise output["error"]
             rest = text.rstrip()[sent:] if not stopped else ""
             if rest:
                 yield rest
-            ids = output.get("ids")
-            answer.completion_tokens = int(ids.shape[1] - answer.prompt_tokens) if ids is not None else 0
+            ids = output["ids"]
+            answer.completion_tokens = int(ids.shape[1] - answer.prompt_tokens)
             answer.text = cut_at_stop(text, stops)[0].rstrip()
+            # stop: a stop string or the end-of-text token; length: max_tokens reached mid-answer
             answer.finish_reason = "stop" if stopped or answer.completion_tokens < sampling.max_tokens else "length"
             answer.timings["generate_s"] = time.perf_counter() - started
 

@@ -96,8 +96,11 @@ def main() -> None:
     port = free_port()
     config = uvicorn.Config(build_app(engine, served), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     while not server.started:
+        if not thread.is_alive():
+            raise SystemExit(f"the server did not start on 127.0.0.1:{port}")
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}/v1"
     plain_loop(engine, served, questions[:1], 4)  # warm-up

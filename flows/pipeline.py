@@ -4,8 +4,9 @@ then DVC records its outputs, so this and `dvc repro` leave the same artifacts, 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from prefect import flow, tags
+from prefect import Flow, flow, tags
 
 from flows.base import base
 from flows.calibrate import calibrate_judge
@@ -28,7 +29,7 @@ class UnknownStage(SelfchatError):
     pass
 
 
-def run_changed_stages(stage_flows: list, params_file: str) -> dict[str, str]:
+def run_changed_stages(stage_flows: list[Flow], params_file: str) -> dict[str, str]:
     """Each stage whose inputs changed (DVC's judgement), in order, then recorded in dvc.lock."""
     outcome: dict[str, str] = {}
     for stage_flow in stage_flows:
@@ -43,7 +44,10 @@ def run_changed_stages(stage_flows: list, params_file: str) -> dict[str, str]:
     return outcome
 
 
-def stages_until(until: str | None) -> list:
+StageName = Literal["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate", "register"]
+
+
+def stages_until(until: str | None) -> list[Flow]:
     """The stages up to and including `until` (all of them without it)."""
     names = [stage_flow.name for stage_flow in STAGES]
     if until is None:
@@ -59,7 +63,7 @@ def run_name() -> str:
 
 
 @flow(name="selfchat-pipeline", log_prints=True, flow_run_name=run_name)
-def pipeline(params_file: str = "params.yaml", until: str | None = None) -> dict[str, str]:
+def pipeline(params_file: str = "params.yaml", until: StageName | None = None) -> dict[str, str]:
     """seeds -> self-chat -> data contract -> LoRA -> judge calibration -> evaluation -> registry
     (or up to and including the stage `until`, e.g. `validate` to grow the corpus alone)."""
     stages = stages_until(until)

@@ -11,7 +11,7 @@ from flows.stage import run_stage, step, tracked_stage
 from tasks.config import Params, load_params
 from tasks.jsonl import read_jsonl, write_json
 from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, metrics_file
-from tasks.register.decision import judge_adapter, record_decision, version_tags
+from tasks.register.decision import judge_adapter, log_evidence, record_decision, version_tags
 from tasks.register.registry import (
     REGISTRATION_KEY,
     find_chat_model,
@@ -58,8 +58,9 @@ def decide(all_params: Params, items: list[Item], member: str | None, keys: dict
         prompt = all_params.evaluate.guardrail_prompt
         model_id = find_chat_model(ADAPTER_DIR, prompt) or step(log_chat_model, "log-mlflow-model")(
             ADAPTER_DIR, BASE_DIR, tags["base.sha256"], all_params.base.dtype, all_params.train.quantization, prompt)
+        log_evidence(EVAL_ITEMS, ADAPTER_DIR)
         version = register_adapter(model_id, params.model_name, tags)
-        result = record_decision(all_params, version.version, verdict, EVAL_ITEMS, ADAPTER_DIR)
+        result = record_decision(all_params, version.version, verdict)
         write_json(metrics_file("register"), result)
     print(f"{params.model_name} version {version.version} vs {verdict.bar}: {verdict.headline}\n"
           + "\n".join(f"  {g}" for g in verdict.gates))

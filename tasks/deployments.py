@@ -25,6 +25,14 @@ class DeployFailed(LocalServerError):
     pass
 
 
+def describe_schedule(schedule: object) -> str:
+    if getattr(schedule, "cron", None):
+        return f"{schedule.cron} {schedule.timezone or 'UTC'}"
+    if getattr(schedule, "interval", None):
+        return f"every {schedule.interval}"
+    return str(schedule)
+
+
 def deploy(prefect_file: Path = PREFECT_FILE) -> list[str]:
     """Register every deployment of `prefect_file`; one line per deployment (name, schedule, next run)."""
     api_url = ensure_server()
@@ -40,8 +48,8 @@ def deploy(prefect_file: Path = PREFECT_FILE) -> list[str]:
         lines = []
         for deployment in sorted(deployments, key=lambda d: d.name):
             flow_name = client.read_flow(deployment.flow_id).name
-            schedules = ", ".join(f"{s.schedule.cron} {s.schedule.timezone}" + ("" if s.active else " (paused)")
-                                  for s in deployment.schedules if hasattr(s.schedule, "cron")) or "on demand"
+            schedules = ", ".join(describe_schedule(s.schedule) + ("" if s.active else " (paused)")
+                                  for s in deployment.schedules) or "on demand"
             lines.append(f"{flow_name}/{deployment.name}: {schedules}")
     ui = api_url.removesuffix("/api")
     return [*lines, f"pool '{WORK_POOL}' (worker running); deployments: {ui}/deployments"]

@@ -7,7 +7,9 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import mlflow
 import openai
 import pytest
@@ -21,7 +23,7 @@ from tasks.masking import build_examples
 from tasks.register.registry import CHAMPION, NoSuchVersion, register_adapter, set_alias, version_by_alias
 from tasks.serve.app import build_app
 from tasks.serve.conversation import BadRequest, ContextOverflow, fit_prompt, render, turns_from_messages
-from tasks.serve.engine import Answer, Sampling, cut_at_stop, held_back
+from tasks.serve.engine import Answer, Sampling, StopFilter, cut_at_stop, held_back
 from tasks.student import folder_sha256, log_chat_model, save_adapter
 from tasks.train.lora import train_lora
 from tests.test_lora_and_registry import DIALOGUES, PARAMS
@@ -60,6 +62,16 @@ def test_streamed_text_never_shows_a_stop_string_or_its_start():
     assert cut_at_stop("Fine.\n[|Human|] more", ("[|Human|]",)) == ("Fine.\n", True)
     assert cut_at_stop("Fine.", ("[|Human|]",)) == ("Fine.", False)
     assert held_back("Fine. [|Hu", ("[|Human|]",)) == 4 and held_back("Fine.", ("[|Human|]",)) == 0
+    # a stop string split across pieces, with whitespace before it: shown is exactly the answer
+    shown = StopFilter(("[|Human|]", "END"))
+    pieces = [shown.feed(p) for p in [" Fine", ", thanks.", " [|Hu", "man|] What", " next?"]]
+    assert pieces == ["Fine", ", thanks.", "", "", ""] and shown.stopped and shown.answer == "Fine, thanks."
+    # a start of a stop string that never completes is shown once generation ends; trailing space is not
+    shown = StopFilter(("[|Human|]",))
+    assert [shown.feed(p) for p in ["A [|", "H", " list.\n"]] == ["A", "", " [|H list."]
+    assert shown.finish() == "" and shown.answer == "A [|H list."
+    shown = StopFilter(("[|Human|]",))
+    assert shown.feed("Ends with [|Hu") == "Ends with" and shown.finish() == " [|Hu" and not shown.stopped
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +163,28 @@ def test_a_stream_closed_early_ends_its_generation_and_frees_the_model(served):
     reply = client.chat.completions.create(model="tiny-adapter@champion", max_tokens=4,
                                            messages=[{"role": "user", "content": "Hi"}])
     assert reply.usage.completion_tokens > 0
+
+
+def test_a_client_that_goes_away_mid_stream_frees_the_model_and_requests_wait_their_turn(served):
+    client, _, _, engine = served
+    url = str(client.base_url).rstrip("/") + "/chat/completions"
+    body = {"model": "tiny-adapter@champion", "max_tokens": 400, "stream": True,
+            "messages": [{"role": "user", "content": "What is a fever?"}]}
+    with httpx.stream("POST", url, json=body, timeout=60) as response:
+        next(response.iter_lines())  # one event read, then the connection is dropped
+    deadline = time.monotonic() + 60
+    while engine._lock.locked() or [t for t in threading.enumerate() if t.name == "selfchat-generate"]:
+        assert time.monotonic() < deadline, "the generation went on after its client left"
+        time.sleep(0.1)
+    # several clients at once: each gets its whole answer (one generation at a time)
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda q: client.chat.completions.create(
+            model="tiny-adapter@champion", max_tokens=8, messages=[{"role": "user", "content": q}]),
+            ["Hi", "What is a list?", "How do I reset my router?"]))
+    assert all(r.usage.completion_tokens > 0 for r in replies)
+    with pytest.raises(openai.BadRequestError, match=r"top_p: a number in \(0.0, 1.0\]"):
+        client.chat.completions.create(model="tiny-adapter@champion", top_p=0, temperature=0.5,
+                                       messages=[{"role": "user", "content": "Hi"}])
+    with pytest.raises(openai.BadRequestError, match="tools: not supported"):
+        client.chat.completions.create(model="tiny-adapter@champion", messages=[{"role": "user", "content": "Hi"}],
+                                       tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])

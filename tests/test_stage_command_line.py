@@ -42,3 +42,15 @@ def test_the_pipeline_refuses_a_params_file_dvc_would_not_record(tmp_path: Path)
     result = stage("flows.pipeline", tmp_path, "--params", "other.yaml")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: flows.pipeline runs on params.yaml only")
+
+
+def test_the_pipeline_stops_after_the_stage_it_is_told_and_names_an_unknown_one():
+    from typing import get_args
+
+    from flows.pipeline import STAGES, StageName, UnknownStage, stages_until
+
+    assert list(get_args(StageName)) == [stage.name for stage in STAGES]  # the choices Prefect's UI offers
+    assert [s.name for s in stages_until("validate")] == ["base", "seeds", "collect", "validate"]
+    assert stages_until(None) == STAGES
+    with pytest.raises(UnknownStage, match="until: unknown stage 'colect'; one of base, seeds"):
+        stages_until("colect")

@@ -56,8 +56,14 @@ def version_tags(params: Params, verdict: Verdict, adapter_dir: Path, keys: dict
             **{f"gate.{g.metric}": str(g)[:500] for g in verdict.gates}, **keys}
 
 
-def record_decision(params: Params, version: str, verdict: Verdict, items_file: Path, adapter_dir: Path
-                    ) -> dict[str, Any]:
+def log_evidence(items_file: Path, adapter_dir: Path) -> None:
+    """What the decision rests on, in the active run, before any version exists: the per-item results (the
+    bar for the next challenger) and the model card."""
+    mlflow.log_artifact(str(items_file), "eval")
+    mlflow.log_artifact(str(adapter_dir / ADAPTER_CARD), "adapter")
+
+
+def record_decision(params: Params, version: str, verdict: Verdict) -> dict[str, Any]:
     """Aliases, the version's description and the stage's result, in the active MLflow run."""
     model_name = params.register_.model_name
     report = promotion_report(version, verdict.bar, verdict.gates, verdict.headline)
@@ -69,8 +75,6 @@ def record_decision(params: Params, version: str, verdict: Verdict, items_file: 
     result = {"model_name": model_name, "promoted": verdict.promoted, "decision": verdict.decision,
               "bar": verdict.bar, "primary_metric": params.register_.primary_metric,
               "gates": {g.metric: g.as_dict() for g in verdict.gates}}
-    mlflow.log_artifact(str(items_file), "eval")  # the bar for the next challenger
-    mlflow.log_artifact(str(adapter_dir / ADAPTER_CARD), "adapter")
     mlflow.log_text(report, "promotion.md")
     mlflow.log_dict(result | {"version": int(version)}, "register.json")
     mlflow.log_metric("promoted", float(verdict.promoted))

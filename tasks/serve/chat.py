@@ -37,9 +37,17 @@ def chat(client: openai.OpenAI, model: str, system: str | None) -> None:
                 if piece:
                     answer.append(piece)
                     print(piece, end="", flush=True)
-        except openai.BadRequestError as exc:  # e.g. over the context: say so, keep the conversation
+        except openai.APIStatusError as exc:  # e.g. over the context: say so, keep the conversation
             history.pop()
             print(f"\n(refused: {exc.body.get('message') if isinstance(exc.body, dict) else exc})")
+            continue
+        except openai.APIConnectionError:
+            history.pop()
+            print("\n(the server went away: start it again with `make serve`)")
+            continue
+        except KeyboardInterrupt:  # stop this answer, keep chatting
+            history.pop()
+            print("\n(interrupted)")
             continue
         print()
         history.append({"role": "assistant", "content": "".join(answer)})

@@ -69,5 +69,5 @@ def fit_prompt(tokenizer: PreTrainedTokenizerBase, system: str | None, turns: li
         count = len(tokenizer(text, add_special_tokens=True)["input_ids"])
         if count <= budget:
             return Prompt(text, count, start)
-    raise ContextOverflow(f"the last message alone is {count} tokens; with max_tokens {max_tokens} that is over "
-                          f"the {context_tokens}-token context (serve.context_tokens)")
+    raise ContextOverflow(f"the last message with the system prompt is {count} tokens; with max_tokens {max_tokens} "
+                          f"that is over the {context_tokens}-token context (serve.context_tokens)")

@@ -51,6 +51,35 @@ def held_back(text: str, stops: tuple[str, ...]) -> int:
     return max((n for stop in stops for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0)
 
 
+class StopFilter:
+    """What of the generated text may be shown so far: never a stop string or what may open one, no leading
+    or trailing whitespace (trailing whitespace waits for what follows it)."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.text, self.sent, self.stopped = "", 0, False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""  # what generate had made when the stop string appeared
+        self.text = (self.text + piece).lstrip()  # the answer starts after the marker's space
+        visible, self.stopped = cut_at_stop(self.text, self.stops)
+        held = 0 if self.stopped else held_back(visible, self.stops)
+        end = len(visible[:len(visible) - held].rstrip())
+        new, self.sent = visible[self.sent:end] if end > self.sent else "", max(end, self.sent)
+        return new
+
+    def finish(self) -> str:
+        """The rest once generation ended without a stop string (a held-back start that never completed)."""
+        rest = "" if self.stopped else self.text.rstrip()[self.sent:]
+        self.sent += len(rest)
+        return rest
+
+    @property
+    def answer(self) -> str:
+        return cut_at_stop(self.text, self.stops)[0].rstrip()
+
+
 class _Cancelled(StoppingCriteria):
     """Ends generation when the reader of the stream has gone."""
 
@@ -67,7 +96,7 @@ class ChatEngine:
         self.tokenizer = tokenizer
         self._lock = threading.Lock()
 
-    def _generate_kwargs(self, prompt: str, sampling: Sampling) -> tuple[dict, int]:
+    def _generate_kwargs(self, prompt: str, sampling: Sampling) -> tuple[dict[str, Any], int]:
         batch = self.tokenizer(prompt, return_tensors="pt").to(next(self.model.parameters()).device)
         kwargs = dict(**batch, max_new_tokens=sampling.max_tokens, stop_strings=[STOP, *sampling.stop],
                       tokenizer=self.tokenizer, pad_token_id=self.tokenizer.pad_token_id)
@@ -100,34 +129,26 @@ class ChatEngine:
             started = time.perf_counter()
             worker = threading.Thread(target=generate, name="selfchat-generate", daemon=True)
             worker.start()  # generate runs without gradients in its own thread
-            text, sent, stopped = "", 0, False
+            shown = StopFilter(stops)
             try:
                 for piece in streamer:
                     if answer.first_token_s is None:
                         answer.first_token_s = time.perf_counter() - started
-                    if stopped:
-                        continue  # drain what generate had made when the stop string appeared
-                    text = (text + piece).lstrip()  # the answer starts after the marker's space
-                    visible, stopped = cut_at_stop(text, stops)
-                    # trailing whitespace (and what may open a stop string) waits for what follows it
-                    held = 0 if stopped else held_back(visible, stops)
-                    end = len(visible[:len(visible) - held].rstrip())
-                    if end > sent:
-                        yield visible[sent:end]
-                        sent = end
+                    if new := shown.feed(piece):
+                        yield new
             finally:
                 cancel.set()
                 worker.join()
             if "error" in output:
                 raise output["error"]
-            rest = text.rstrip()[sent:] if not stopped else ""
-            if rest:
+            if rest := shown.finish():
                 yield rest
             ids = output["ids"]
             answer.completion_tokens = int(ids.shape[1] - answer.prompt_tokens)
-            answer.text = cut_at_stop(text, stops)[0].rstrip()
+            answer.text = shown.answer
             # stop: a stop string or the end-of-text token; length: max_tokens reached mid-answer
-            answer.finish_reason = "stop" if stopped or answer.completion_tokens < sampling.max_tokens else "length"
+            ended = answer.completion_tokens < sampling.max_tokens or int(ids[0, -1]) == self.tokenizer.eos_token_id
+            answer.finish_reason = "stop" if shown.stopped or ended else "length"
             answer.timings["generate_s"] = time.perf_counter() - started
 
     def answer(self, prompt: str, sampling: Sampling) -> Answer:

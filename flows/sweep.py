@@ -35,6 +35,7 @@ from flows.validate import validate
 from tasks.checkout import checkout_lock, require_dvc_idle
 from tasks.config import ConfigError, check_grid, grid_members, load_params
 from tasks.errors import SelfchatError
+from tasks.paths import LOGS
 from tasks.tracking import (
     PIPELINE_ENV,
     SWEEP_ID,
@@ -71,12 +72,18 @@ def last_line(done: subprocess.CompletedProcess) -> str:
     return lines[-1] if lines else f"exit code {done.returncode}"
 
 
-def start_workers(concurrency: int) -> None:
-    """DVC's queue workers (workers already running are reused: members find their sweep by their name)."""
-    done = subprocess.run(["dvc", "queue", "start", "-j", str(concurrency)], capture_output=True, text=True,
-                          env=member_env())
+def start_workers(concurrency: int, log_dir: Path = LOGS) -> None:
+    """DVC's queue workers (workers already running are reused: members find their sweep by their name).
+    Their output goes to a file: a worker lives on after `dvc queue start` returns, and would hold a pipe
+    open (seen: the sweep waited on it for an hour after its members had finished)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / "dvc-queue-start.log"
+    with log.open("w") as sink:
+        done = subprocess.run(["dvc", "queue", "start", "-j", str(concurrency)], stdout=sink,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=member_env())
     if done.returncode != 0:
-        raise MemberFailed(f"dvc queue start failed: {last_line(done)}")
+        lines = log.read_text(errors="replace").strip().splitlines()
+        raise MemberFailed(f"dvc queue start failed: {lines[-1] if lines else f'exit code {done.returncode}'}")
 
 
 def wait_for_member(name: str, poll_s: float = 10.0) -> str:

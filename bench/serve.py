@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
 import torch
-import uvicorn
 
 from flows.serve import load_engine
 from tasks.config import load_params
 from tasks.generation import STOP
 from tasks.local_server import free_port
 from tasks.runtime import apply_runtime_defaults
-from tasks.serve.app import Served, build_app
+from tasks.serve.app import Served, build_app, serving_in_thread
 from tasks.serve.conversation import fit_prompt, turns_from_messages
 from tasks.serve.engine import ChatEngine
 
@@ -93,22 +91,12 @@ def main() -> None:
     engine, served = load_engine(params.register_.model_name, args.alias or params.serve.alias, args.max_tokens,
                                  params.serve.context_tokens)
     questions = (QUESTIONS * (args.prompts // len(QUESTIONS) + 1))[:args.prompts]
-    port = free_port()
-    config = uvicorn.Config(build_app(engine, served), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise SystemExit(f"the server did not start on 127.0.0.1:{port}")
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}/v1"
-    plain_loop(engine, served, questions[:1], 4)  # warm-up
-    rows = {"plain generate loop": plain_loop(engine, served, questions, args.max_tokens)}
-    for clients in (1, 4):
-        rows[f"served, {clients} client{'s' if clients > 1 else ''}"] = served_clients(
-            url, served.model_id, questions, args.max_tokens, clients)
-    server.should_exit = True
+    with serving_in_thread(build_app(engine, served), free_port()) as url:
+        plain_loop(engine, served, questions[:1], 4)  # warm-up
+        rows = {"plain generate loop": plain_loop(engine, served, questions, args.max_tokens)}
+        for clients in (1, 4):
+            rows[f"served, {clients} client{'s' if clients > 1 else ''}"] = served_clients(
+                url, served.model_id, questions, args.max_tokens, clients)
     base = rows["plain generate loop"]["tokens_per_s"]
     print(f"{served.model_id} (version {served.version}), {len(questions)} prompts, max {args.max_tokens} tokens, "
           f"{torch.get_num_threads()} threads")

@@ -13,7 +13,6 @@ import httpx
 import mlflow
 import openai
 import pytest
-import uvicorn
 
 from flows.serve import load_engine
 from tasks.dialogue import AI, HUMAN, Turn, baize_prompt
@@ -21,7 +20,7 @@ from tasks.generation import generate_answers
 from tasks.local_server import free_port
 from tasks.masking import build_examples
 from tasks.register.registry import CHAMPION, NoSuchVersion, register_adapter, set_alias, version_by_alias
-from tasks.serve.app import build_app
+from tasks.serve.app import build_app, serving_in_thread
 from tasks.serve.conversation import BadRequest, ContextOverflow, fit_prompt, render, turns_from_messages
 from tasks.serve.engine import Answer, Sampling, StopFilter, cut_at_stop, held_back
 from tasks.student import folder_sha256, log_chat_model, save_adapter
@@ -95,17 +94,8 @@ def served(tiny_base, tiny_tokenizer, tmp_path_factory):
                                                                   "base.sha256": folder_sha256(root / "models/base")})
         set_alias("tiny-adapter", CHAMPION, version.version)
         engine, info = load_engine("tiny-adapter", CHAMPION, max_tokens=12, context_tokens=256)
-        port = free_port()
-        config = uvicorn.Config(build_app(engine, info), host="127.0.0.1", port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-        yield client, model, info, engine
-        server.should_exit = True
-        thread.join(timeout=10)
+        with serving_in_thread(build_app(engine, info), free_port()) as url:
+            yield openai.OpenAI(base_url=url, api_key="unused", max_retries=0), model, info, engine
     finally:
         monkey.undo()
         mlflow.set_tracking_uri(None)

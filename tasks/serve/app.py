@@ -4,13 +4,16 @@ streamed as server-sent events), `/health`; errors in OpenAI's shape, so the Ope
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -168,3 +171,20 @@ def stream_events(engine: ChatEngine, prompt: str, sampling: Sampling, head: dic
         last = {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage(answer)}
         yield f"data: {json.dumps(last)}\n\n"
     yield "data: [DONE]\n\n"
+
+
+@contextmanager
+def serving_in_thread(app: FastAPI, port: int) -> Iterator[str]:
+    """The app on 127.0.0.1:port in a background thread (benchmarks, tests); yields its /v1 URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="selfchat-serve", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the server did not start on 127.0.0.1:{port}")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -133,6 +133,11 @@ class LocalServer:
                 raise
             return url(port)
 
+    def running_pid(self) -> int | None:
+        """The pid of the server this project started, while it runs."""
+        state = self._recorded()
+        return state["pid"] if state and self._ours(state["pid"]) else None
+
     def stop(self) -> str:
         with self._locked():
             state = self._recorded()

@@ -67,6 +67,9 @@ def ensure_worker(api_url: str, home: Path | None = None, log_dir: Path = Path("
     background if not running. It runs one flow run at a time (--limit 1): an overlapping scheduled run
     waits for the one before it; each flow run is a process in the checkout its deployment came from."""
     home = home or prefect_home()
+    worker = _worker(home)
+    if (pid := worker.running_pid()) and _environment(pid).get("PREFECT_API_URL") != api_url:
+        worker.stop()  # it polls a server that is no longer the project's (restarted on another port)
 
     def command(port: int) -> list[str]:
         return [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
@@ -80,8 +83,16 @@ def ensure_worker(api_url: str, home: Path | None = None, log_dir: Path = Path("
                 "PREFECT_WORKER_WEBSERVER_HOST": "127.0.0.1", "PREFECT_WORKER_WEBSERVER_PORT": str(port),
                 "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds)}
 
-    return _worker(home).ensure(command, lambda port: f"http://127.0.0.1:{port}", WORKER_PORT,
-                                (log_dir / "prefect-worker.log").resolve(), env)
+    return worker.ensure(command, lambda port: f"http://127.0.0.1:{port}", WORKER_PORT,
+                         (log_dir / "prefect-worker.log").resolve(), env)
+
+
+def _environment(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(entry.decode(errors="replace").partition("=")[::2] for entry in raw.split(b"\0") if b"=" in entry)
 
 
 def stop_worker(home: Path | None = None) -> str:

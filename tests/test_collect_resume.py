@@ -134,7 +134,9 @@ def test_ctrl_c_stops_promptly_with_the_journal_intact_and_a_resume_hint(project
     assert 2 <= len(entries) < planned
 
 
-def test_a_second_collection_on_the_same_journal_is_refused_before_any_request(project, prefect_api):
+def test_a_second_collection_in_the_same_checkout_is_refused_before_any_request(project, prefect_api):
+    """Refused by the checkout's lock (tasks/checkout.py), naming the run that holds it; the journal's own
+    lock, which would refuse next, is tested in test_collector_parts."""
     root, fault_proxy, _ = project
     # the first collection must still be running when the second has started up (seconds of imports);
     # it is killed below, so the delay costs nothing
@@ -147,9 +149,9 @@ def test_a_second_collection_on_the_same_journal_is_refused_before_any_request(p
         before = len(journal.read_text().splitlines())
         second = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 1
-        refusal = (f"error: {journal.relative_to(root)} is in use by another collection (pid {first.pid}); "
-                   "wait for it to finish or stop it, then run again")
-        assert refusal in second.stderr.splitlines()
+        refusal = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
+        assert len(refusal) == 1 and "refused: another selfchat run holds this checkout (collect " in refusal[0]
+        assert f"pid {first.pid}," in refusal[0] and refusal[0].endswith("wait for it to end or stop it")
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()

@@ -262,6 +262,7 @@ def wait_for_runs(client, ids: list, timeout_s: float = 900) -> list:
     raise AssertionError(f"flow runs not finished after {timeout_s} s: {[r.state_name for r in runs]}")
 
 
+@pytest.mark.slow  # ~5 min on 2 cores (deploy, a scheduled run, three more runs): `make test-slow`
 def test_a_scheduled_deployment_runs_through_the_worker_one_run_at_a_time(project, prefect_api):
     """prefect.yaml's nightly deployment on the tiny project, plus a schedule due in 90 s: `python -m
     tasks.deployments` (make deploy) registers it and starts the worker; the scheduled run completes with its

@@ -4,6 +4,7 @@ streamed as server-sent events), `/health`; errors in OpenAI's shape, so the Ope
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -20,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 
 from tasks.serve.conversation import BadRequest, fit_prompt, turns_from_messages
 from tasks.serve.engine import Answer, ChatEngine, Sampling
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,9 @@ def build_app(engine: ChatEngine, served: Served) -> FastAPI:
             system, turns = turns_from_messages(body["messages"], served.system)
             prompt = await run_in_threadpool(fit_prompt, engine.tokenizer, system, turns, sampling.max_tokens,
                                              served.context_tokens)
+            if prompt.dropped_turns:
+                log.info("history cut to fit %d tokens: %d oldest turns left out", served.context_tokens,
+                         prompt.dropped_turns)
         except ModelNotFound as exc:
             return error(404, exc)
         except BadRequest as exc:

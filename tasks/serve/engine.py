@@ -4,9 +4,8 @@ clients queue: one forward pass at a time uses the CPU cores best; see bench/ser
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,8 +35,6 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "length"
-    first_token_s: float | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -126,14 +123,11 @@ class ChatEngine:
                     output["error"] = exc
                     streamer.end()
 
-            started = time.perf_counter()
             worker = threading.Thread(target=generate, name="selfchat-generate", daemon=True)
             worker.start()  # generate runs without gradients in its own thread
             shown = StopFilter(stops)
             try:
                 for piece in streamer:
-                    if answer.first_token_s is None:
-                        answer.first_token_s = time.perf_counter() - started
                     if new := shown.feed(piece):
                         yield new
             finally:
@@ -149,7 +143,6 @@ class ChatEngine:
             # stop: a stop string or the end-of-text token; length: max_tokens reached mid-answer
             ended = answer.completion_tokens < sampling.max_tokens or int(ids[0, -1]) == self.tokenizer.eos_token_id
             answer.finish_reason = "stop" if shown.stopped or ended else "length"
-            answer.timings["generate_s"] = time.perf_counter() - started
 
     def answer(self, prompt: str, sampling: Sampling) -> Answer:
         answer = Answer()

@@ -12,24 +12,32 @@ from prefect import flow
 from flows.stage import run_stage, step, tracked_stage
 from tasks.collect.collector import (
     Collector,
+    Job,
+    Tally,
+    all_journals,
     check_enough_kept,
     collect_batch,
     collect_metrics,
+    corpus_ledger,
     journal_path,
     pending_jobs,
     plan_jobs,
+    plan_results,
     progress_bar,
     retried_after_outage,
     run_in_batches,
 )
 from tasks.collect.imports import import_baize
-from tasks.collect.journal import Journal
+from tasks.collect.journal import Journal, JournalView
+from tasks.collect.ledger import Ledger
+from tasks.collect.shards import run_shards, shard_budget, shard_jobs, shard_journal_path
 from tasks.collect.teacher import teacher_client, teacher_endpoint
-from tasks.config import load_params
+from tasks.config import CollectParams, load_params
 from tasks.errors import SelfchatError
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.paths import DIALOGUES, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
-from tasks.tracking import log_headline, numeric_metrics
+from tasks.paths import DIALOGUES, JOURNALS, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
+from tasks.prefect_server import COLLECT_POOL
+from tasks.tracking import log_headline, numeric_metrics, pipeline_id
 
 
 class BudgetExhausted(SelfchatError):
@@ -43,36 +51,35 @@ async def collect(params_file: str = "params.yaml") -> dict:
     imports = [import_baize(source) for source in params.imports]  # a bad file stops before any output
     plan = plan_jobs(seeds, params)
     started = time.monotonic()
-    with Journal(journal_path(params)) as journal, tracked_stage("collect", params):
-        for repair in journal.repairs:
-            print(f"warning: {repair}")
-        pending = pending_jobs(journal, plan)
-        resumed, retried = len(plan) - len(pending), retried_after_outage(journal, plan)
+    with tracked_stage("collect", params):
+        before = JournalView(all_journals(params))
+        resumed, retried = len(plan) - len(pending_jobs(before, plan)), retried_after_outage(before, plan)
         if resumed:
-            print(f"resuming: {resumed} of {len(plan)} dialogues already in {journal.path}")
+            print(f"resuming: {resumed} of {len(plan)} dialogues already in {JOURNALS}")
         if retried:
             print(f"asking again: {retried} dialogues quarantined by a transient teacher failure last time")
         async with AsyncExitStack() as teacher:
             # no pending work, no teacher: a rerun with the same inputs asks it nothing
-            base_url = teacher.enter_context(teacher_endpoint(params.teacher, LOGS)) if pending else ""
-            client = await teacher.enter_async_context(teacher_client(params.teacher, base_url)) if pending else None
-            collector = Collector(client, base_url, params, journal)
-            with progress_bar(len(plan), resumed) as collector.bar:
-                await run_in_batches(collector, pending, step(collect_batch, "self-chat batch",
-                                                              task_run_name="batch-{number}"))
-        kept, quarantined = collector.results(plan)
+            base_url = teacher.enter_context(teacher_endpoint(params.teacher, LOGS)) if resumed < len(plan) else ""
+            if params.shards == 1:
+                tally = await collect_here(plan, params, base_url, resumed)
+            else:
+                tally = await collect_on_workers(plan, params, base_url, resumed, before)
+        journals = JournalView(all_journals(params))
+        kept, quarantined = plan_results(journals, plan)
         collected = len(kept)  # the teacher's share, before imports join
         for imported, rejected in imports:
             kept, quarantined = kept + imported, quarantined + rejected
-        stats = collect_metrics(collector, plan, resumed, retried, time.monotonic() - started, kept, quarantined)
+        stats = collect_metrics(tally, journals, params, plan, resumed, retried, time.monotonic() - started, kept,
+                                quarantined)
         write_json(metrics_file("collect"), stats)
         mlflow.log_metrics(numeric_metrics(stats))
         log_headline({"dialogues": stats["dialogues"], "quarantined": stats["quarantined"]})
-        if collector.budget_reached:
+        if tally.budget_reached:
             raise BudgetExhausted(
-                f"budget reached ({collector.ledger.describe_budget()}) with {stats['pending']} of {len(plan)} "
-                f"dialogues still to collect; raise collect.budget and run again to resume from {journal.path}")
-        check_enough_kept(collected, len(plan), params.min_kept_fraction, journal.path)
+                f"budget reached ({corpus_ledger(params, journals).describe_budget()}) with {stats['pending']} of "
+                f"{len(plan)} dialogues still to collect; raise collect.budget and run again to resume from {JOURNALS}")
+        check_enough_kept(collected, len(plan), params.min_kept_fraction, JOURNALS)
         write_jsonl(DIALOGUES, kept)
         write_jsonl(QUARANTINE_COLLECT, quarantined)
         mlflow.log_artifact(str(QUARANTINE_COLLECT))
@@ -80,6 +87,64 @@ async def collect(params_file: str = "params.yaml") -> dict:
           f"{stats['requests']} requests, {stats['retries']} retries, {stats['completion_tokens']} completion "
           f"tokens, ${stats['cost_usd']:.4f} in {stats['seconds']} s")
     return stats
+
+
+async def collect_here(plan: list[Job], params: CollectParams, base_url: str, resumed: int) -> Tally:
+    """The whole plan in this process."""
+    with Journal(journal_path(params)) as journal:
+        return await collect_pending(journal, plan, params, base_url, resumed)
+
+
+async def collect_on_workers(plan: list[Job], params: CollectParams, base_url: str, resumed: int,
+                             before: JournalView) -> Tally:
+    """The plan as `collect.shards` flow runs that the workers of the pool `selfchat-collect` pick up; the
+    progress bar follows their journals."""
+    spent = corpus_ledger(params, before)
+    budget = shard_budget(params.budget, spent.corpus_tokens, spent.corpus_cost_usd, params.shards)
+    shard_params = params.model_copy(update={"budget": budget}).model_dump(mode="json")
+
+    def parameters_of(shard: int) -> dict:
+        return {"shard": shard, "shards": params.shards, "collect": shard_params, "base_url": base_url,
+                "journals": str(JOURNALS.resolve()),
+                "seeds": [job.seed for job in shard_jobs(plan, shard, params.shards) if job.sample == 0]}
+
+    with progress_bar(len(plan), resumed) as bar:
+        def follow_journals() -> None:
+            bar.update(len(plan) - len(pending_jobs(JournalView(all_journals(params)), plan)) - bar.n)
+
+        print(f"collecting as {params.shards} shards on the Prefect pool '{COLLECT_POOL}'")
+        tallies = await run_shards(params.shards, parameters_of, f"collect {pipeline_id()}", follow_journals)
+    return Tally.total(tallies)
+
+
+@flow(name="collect-shard", log_prints=True, persist_result=True)
+async def collect_shard(shard: int, shards: int, seeds: list[dict], collect: dict, base_url: str,
+                        journals: str) -> dict:
+    """One shard of a collection across workers (collect.shards > 1): the seeds whose hash falls in shard
+    `shard` of `shards`, journaled in `journals` (a folder every worker shares)."""
+    params = CollectParams.model_validate(collect)
+    plan = shard_jobs(plan_jobs(seeds, params), shard, shards)
+    with Journal(shard_journal_path(params, shard, shards, Path(journals))) as journal:
+        done = len(plan) - len(pending_jobs(journal, plan))
+        print(f"shard {shard} of {shards}: {len(plan)} dialogues, {done} already journaled")
+        # the shard's part of the budget: what the collect stage left it, not the corpus's whole
+        ledger = Ledger(params.prices, params.budget)
+        return (await collect_pending(journal, plan, params, base_url, done, ledger)).as_dict()
+
+
+async def collect_pending(journal: Journal, plan: list[Job], params: CollectParams, base_url: str, done: int,
+                          ledger: Ledger | None = None) -> Tally:
+    """Collect what `journal` does not have yet of `plan`, in batches (one Prefect task run each)."""
+    for repair in journal.repairs:
+        print(f"warning: {repair}")
+    pending = pending_jobs(journal, plan)
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(teacher_client(params.teacher, base_url)) if pending else None
+        collector = Collector(client, base_url, params, journal, ledger=ledger)
+        with progress_bar(len(plan), done) as collector.bar:
+            await run_in_batches(collector, pending, step(collect_batch, "self-chat batch",
+                                                          task_run_name="batch-{number}"))
+    return collector.tally()
 
 
 if __name__ == "__main__":

@@ -125,6 +125,9 @@ class CollectParams(_Strict):
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
     # dialogues per Prefect task: the Prefect UI shows one task run per batch
     batch_size: PositiveInt = 32
+    # 1: collect in the stage's own process. n > 1: the plan split by seed hash into n shards, each a flow
+    # run of the `collect-shard/shard` deployment that any worker of the pool `selfchat-collect` picks up
+    shards: Annotated[int, Field(ge=1, le=256)] = 1
     rate_limits: RateLimits = RateLimits()
     budget: Budget = Budget()
     # per teacher model name; needed when budget.max_cost_usd is set

@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tasks.local_server import LocalServerError
-from tasks.prefect_server import WORK_POOL, ensure_server, ensure_worker
+from tasks.prefect_server import COLLECT_POOL, WORK_POOL, ensure_server, ensure_worker
 from tasks.runtime import apply_runtime_defaults
 
 PREFECT_FILE = Path("prefect.yaml")
@@ -33,16 +33,23 @@ def describe_schedule(schedule: object) -> str:
     return str(schedule)
 
 
+def _prefect(arguments: list[str], api_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "prefect", *arguments], capture_output=True, text=True,
+                          env={**os.environ, "PREFECT_API_URL": api_url})
+    if check and done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+        raise DeployFailed(f"prefect {arguments[0]} failed: " + " | ".join(tail))
+    return done
+
+
 def deploy(prefect_file: Path = PREFECT_FILE) -> list[str]:
     """Register every deployment of `prefect_file`; one line per deployment (name, schedule, next run)."""
     api_url = ensure_server()
     ensure_worker(api_url)
-    done = subprocess.run([sys.executable, "-m", "prefect", "deploy", "--all", "--no-prompt", "--prefect-file",
-                           str(prefect_file)], capture_output=True, text=True,
-                          env={**os.environ, "PREFECT_API_URL": api_url})
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
-        raise DeployFailed("prefect deploy failed: " + " | ".join(tail))
+    # the shards' pool exists before its deployment, whether or not a collect worker runs here yet
+    if _prefect(["work-pool", "inspect", COLLECT_POOL], api_url, check=False).returncode != 0:
+        _prefect(["work-pool", "create", COLLECT_POOL, "--type", "process"], api_url)
+    _prefect(["deploy", "--all", "--no-prompt", "--prefect-file", str(prefect_file)], api_url)
     with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         deployments = client.read_deployments()
         lines = []
@@ -50,9 +57,10 @@ def deploy(prefect_file: Path = PREFECT_FILE) -> list[str]:
             flow_name = client.read_flow(deployment.flow_id).name
             schedules = ", ".join(describe_schedule(s.schedule) + ("" if s.active else " (paused)")
                                   for s in deployment.schedules) or "on demand"
-            lines.append(f"{flow_name}/{deployment.name}: {schedules}")
+            lines.append(f"{flow_name}/{deployment.name}: {schedules} (pool {deployment.work_pool_name})")
     ui = api_url.removesuffix("/api")
-    return [*lines, f"pool '{WORK_POOL}' (worker running); deployments: {ui}/deployments"]
+    return [*lines, f"pool '{WORK_POOL}': worker running; pool '{COLLECT_POOL}': collection shards "
+            "(collect.shards > 1; `make up` starts their workers); deployments: " + f"{ui}/deployments"]
 
 
 def main() -> None:

@@ -157,7 +157,7 @@ def up_down_main(description: str, up: Callable[[], str], down: Callable[[], str
     apply_runtime_defaults()
     try:
         print(up() if args.action == "up" else down())
-    except LocalServerError as exc:
+    except SelfchatError as exc:  # a server that would not start, bad params
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 

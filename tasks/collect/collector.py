@@ -9,7 +9,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,14 +18,14 @@ from openai import AsyncOpenAI
 from tqdm import tqdm
 
 from tasks.collect.chat import Rejected, Reply
-from tasks.collect.journal import ABANDONED, OK, QUARANTINE, RETRY_LATER, Journal
+from tasks.collect.journal import ABANDONED, OK, QUARANTINE, RETRY_LATER, Journal, JournalView, sibling_journals
 from tasks.collect.ledger import Ledger
 from tasks.collect.rate_limit import RateLimiter
 from tasks.collect.retries import FatalTeacherError, TeacherOutage, call_with_retries, is_outage, is_retryable, redact
 from tasks.collect.transcript_mode import TEMPLATES, transcript_dialogue
 from tasks.collect.turns_mode import TEMPLATE_VERSION as TURNS_TEMPLATE
 from tasks.collect.turns_mode import turns_dialogue
-from tasks.config import CollectParams
+from tasks.config import Budget, CollectParams
 from tasks.errors import SelfchatError
 from tasks.ids import dialogue_id
 from tasks.paths import JOURNALS
@@ -66,11 +66,17 @@ def journal_path(params: CollectParams, folder: Path = JOURNALS) -> Path:
     return folder / f"journal-{digest}.jsonl"
 
 
-def pending_jobs(journal: Journal, plan: list[Job]) -> list[Job]:
+def all_journals(params: CollectParams, folder: Path = JOURNALS) -> list[Path]:
+    """The one-process journal of these settings and every shard journal beside it."""
+    whole = journal_path(params, folder)
+    return [whole, *sibling_journals(whole)]
+
+
+def pending_jobs(journal: JournalView, plan: list[Job]) -> list[Job]:
     return [job for job in plan if not journal.done(job.id)]
 
 
-def retried_after_outage(journal: Journal, plan: list[Job]) -> int:
+def retried_after_outage(journal: JournalView, plan: list[Job]) -> int:
     """Dialogues that a transient teacher failure left for this run to ask again."""
     return sum(1 for job in plan if (journal.entries.get(job.id) or {}).get("status") == RETRY_LATER)
 
@@ -80,21 +86,51 @@ def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
     return sum(len(m["content"]) // 3 + 8 for m in messages)
 
 
+def corpus_ledger(params: CollectParams, journal: JournalView, budget: Budget | None = None) -> Ledger:
+    """A ledger that counts what the journal's earlier runs spent (every line: tokens of retried and
+    abandoned dialogues were spent too) against `budget` (collect.budget unless given)."""
+    ledger = Ledger(params.prices, params.budget if budget is None else budget)
+    for entry in journal.lines:
+        usage = entry["record"].get("usage") or {}
+        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        ledger.prior_tokens += prompt + completion
+        ledger.prior_cost += ledger.cost_of(entry["record"]["teacher"]["model"], prompt, completion)
+    return ledger
+
+
+RUN_SPENDING = ("prompt_tokens", "completion_tokens", "cost_usd", "requests", "retries", "failed_requests")
+
+
+@dataclass
+class Tally:
+    """What one collection run did: outcomes counted, tokens and requests spent, whether the budget stopped it.
+    A shard's flow run returns it; the collect stage adds the shards' up."""
+    counts: dict[str, int]
+    spent: dict[str, float]
+    budget_reached: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def total(tallies: list[Tally]) -> Tally:
+        counts: Counter[str] = Counter()
+        spent: Counter[str] = Counter()
+        for tally in tallies:
+            counts.update(tally.counts)
+            spent.update(tally.spent)
+        return Tally(dict(counts), dict(spent), any(t.budget_reached for t in tallies))
+
+
 class Collector:
     def __init__(self, client: AsyncOpenAI | None, base_url: str, params: CollectParams, journal: Journal,
-                 limiter: RateLimiter | None = None) -> None:
+                 limiter: RateLimiter | None = None, ledger: Ledger | None = None) -> None:
         self.client = client
         self.endpoint = urlparse(base_url).hostname
         self.params = params
         self.journal = journal
         self.limiter = limiter or RateLimiter(params.rate_limits)
-        self.ledger = Ledger(params.prices, params.budget)
-        for entry in journal.lines:  # every line: tokens of retried and abandoned dialogues were spent too
-            usage = entry["record"].get("usage") or {}
-            self.ledger.prior_tokens += usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
-            self.ledger.prior_cost += self.ledger.cost_of(entry["record"]["teacher"]["model"],
-                                                          usage.get("prompt_tokens", 0),
-                                                          usage.get("completion_tokens", 0))
+        self.ledger = ledger or corpus_ledger(params, journal)
         self.slots = asyncio.Semaphore(params.concurrency)
         self.counts: Counter[str] = Counter()
         self.budget_reached = False
@@ -223,14 +259,23 @@ class Collector:
         return status
 
     def results(self, plan: list[Job]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Kept and quarantined records in plan order (so a rerun writes identical files)."""
-        kept, quarantined = [], []
-        for job in plan:
-            entry = self.journal.entries.get(job.id)
-            if entry is None or entry["status"] == ABANDONED:
-                continue
-            (kept if entry["status"] == OK else quarantined).append(entry["record"])
-        return kept, quarantined
+        return plan_results(self.journal, plan)
+
+    def tally(self) -> Tally:
+        spent = {k: v for k, v in self.ledger.as_metrics().items() if k in RUN_SPENDING}
+        return Tally(dict(self.counts), spent, self.budget_reached)
+
+
+def plan_results(journal: JournalView, plan: list[Job]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Kept and quarantined records in plan order (so a rerun, or the same plan collected in shards, writes
+    identical files)."""
+    kept, quarantined = [], []
+    for job in plan:
+        entry = journal.entries.get(job.id)
+        if entry is None or entry["status"] == ABANDONED:
+            continue
+        (kept if entry["status"] == OK else quarantined).append(entry["record"])
+    return kept, quarantined
 
 
 def quarantine_reason_kind(reason: str) -> str:
@@ -240,17 +285,22 @@ def quarantine_reason_kind(reason: str) -> str:
     return reason.split(":")[0].replace(" ", "_")
 
 
-def collect_metrics(collector: Collector, plan: list[Job], resumed: int, retried: int, seconds: float,
-                    kept: list[dict[str, Any]], quarantined: list[dict[str, Any]]) -> dict[str, Any]:
-    spent = collector.ledger.as_metrics()
-    new = collector.counts[OK]
+def collect_metrics(tally: Tally, journal: JournalView, params: CollectParams, plan: list[Job], resumed: int,
+                    retried: int, seconds: float, kept: list[dict[str, Any]],
+                    quarantined: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stage's metrics: this run's `tally`, and the corpus so far as `journal` (every shard's) has it."""
+    corpus = corpus_ledger(params, journal)
+    spent = {**dict.fromkeys(RUN_SPENDING, 0), **tally.spent, "cost_usd": round(tally.spent.get("cost_usd", 0.0), 6),
+             "corpus_tokens": corpus.corpus_tokens, "corpus_cost_usd": round(corpus.corpus_cost_usd, 6)}
+    counts = Counter(tally.counts)
+    new = counts[OK]
     return {
         "planned": len(plan), "dialogues": len(kept), "quarantined": len(quarantined), "resumed": resumed,
         "retried_after_outage": retried,
         "quarantined_to_retry": sum(1 for q in quarantined if q.get("retry_next_run")),
-        "collected_now": new + collector.counts[QUARANTINE] + collector.counts[RETRY_LATER],
-        "pending": len(collector.pending(plan)),
-        "budget_reached": int(collector.budget_reached), **spent, "seconds": round(seconds, 1),
+        "collected_now": new + counts[QUARANTINE] + counts[RETRY_LATER],
+        "pending": len(pending_jobs(journal, plan)),
+        "budget_reached": int(tally.budget_reached), **spent, "seconds": round(seconds, 1),
         "dialogues_per_minute": round(60 * new / seconds, 2) if seconds else 0.0,
         "completion_tokens_per_second": round(spent["completion_tokens"] / seconds, 1) if seconds else 0.0,
         "mean_turns": round(sum(len(d["turns"]) for d in kept) / len(kept), 2) if kept else 0.0,

@@ -12,6 +12,10 @@ the corpus budget.
 Nothing in the file is ever thrown away: a line that is not valid JSON (torn by a kill mid-write, or
 damaged) is moved to `<journal>.corrupt.jsonl` with its byte offset, the valid lines after it are kept,
 and the repair is reported. One process at a time: an exclusive lock is held while the journal is open.
+
+Collection sharded across workers (tasks/collect/shards.py) writes one journal per shard. Each journal
+also reads its siblings (the same generation settings, another shard layout) without writing or repairing
+them, so a corpus collected as 2 shards resumes as 3, or as one, without asking anything twice.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,16 +39,65 @@ class JournalBusy(SelfchatError):
     """Another collection holds this journal."""
 
 
-class Journal:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.corrupt_path = path.with_name(path.stem + ".corrupt.jsonl")
+class JournalView:
+    """The entries of journals read as they are: a line that does not parse is skipped, not repaired
+    (its owner repairs it when it next opens its journal)."""
+
+    def __init__(self, paths: Iterable[Path] = ()) -> None:
         self.entries: dict[str, dict[str, Any]] = {}  # the latest entry of each id
         self.lines: list[dict[str, Any]] = []  # every entry, superseded ones included (their tokens count)
+        for path in paths:
+            for line in path.read_bytes().splitlines(keepends=True) if path.exists() else ():
+                if (entry := _parse(line)) is not None:
+                    self._remember(entry["record"]["id"], entry)
+
+    def _remember(self, record_id: str, entry: dict[str, Any]) -> None:
+        self.lines.append(entry)
+        previous = self.entries.get(record_id)
+        if previous is None or previous["status"] not in FINAL:
+            self.entries[record_id] = entry
+
+    def transient_failures(self, dialogue_id: str) -> int:
+        """How many earlier runs ended this dialogue with a transient teacher failure."""
+        return sum(1 for entry in self.lines if entry["record"]["id"] == dialogue_id and entry["status"] == RETRY_LATER)
+
+    def done(self, dialogue_id: str) -> bool:
+        """Finished for good: kept or quarantined for a reason that a rerun would not change."""
+        entry = self.entries.get(dialogue_id)
+        return entry is not None and entry["status"] in FINAL
+
+
+def _parse(line: bytes) -> dict[str, Any] | None:
+    try:
+        if not line.endswith(b"\n"):
+            raise ValueError("torn")
+        entry = json.loads(line)
+        if not isinstance(entry["record"]["id"], str):
+            raise ValueError("no id")
+        if entry["status"] not in (*FINAL, RETRY_LATER, ABANDONED):
+            raise ValueError(f"unknown status {entry['status']!r}")
+    except (ValueError, KeyError, TypeError):
+        return None
+    return entry
+
+
+def sibling_journals(path: Path) -> list[Path]:
+    """The other journals of the same generation settings: `journal-<digest>.jsonl` and its shards'
+    `journal-<digest>.shard-<i>-of-<n>.jsonl`, in name order."""
+    digest = re.escape(path.name.split(".")[0])
+    return sorted(other for other in path.parent.glob("*.jsonl")
+                  if other != path and re.fullmatch(rf"{digest}(\.shard-\d+-of-\d+)?\.jsonl", other.name))
+
+
+class Journal(JournalView):
+    def __init__(self, path: Path, read_siblings: bool = True) -> None:
+        self.path = path
+        self.corrupt_path = path.with_name(path.stem + ".corrupt.jsonl")
         self.repairs: list[str] = []  # one line per repair, for the log
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = self._acquire_lock()
         try:
+            super().__init__(sibling_journals(path) if read_siblings else ())
             self._load()
             self._handle = path.open("a", encoding="utf-8")
         except BaseException:
@@ -74,18 +129,11 @@ class Journal:
         bad: list[tuple[int, bytes]] = []
         offset = 0
         for line in data.splitlines(keepends=True):
-            try:
-                if not line.endswith(b"\n"):
-                    raise ValueError("torn")
-                entry = json.loads(line)
-                record_id = entry["record"]["id"]
-                if entry["status"] not in (*FINAL, RETRY_LATER, ABANDONED):
-                    raise ValueError(f"unknown status {entry['status']!r}")
-            except (ValueError, KeyError, TypeError):
+            if (entry := _parse(line)) is None:
                 bad.append((offset, line))
             else:
                 good.append(line)
-                self._remember(record_id, entry)
+                self._remember(entry["record"]["id"], entry)
             offset += len(line)
         if not bad:
             return
@@ -107,21 +155,6 @@ class Journal:
                                            "a torn last line" if torn else "") if part)
         self.repairs.append(f"journal {self.path}: moved {what} (byte offset {bad[0][0]}"
                             f"{'...' if len(bad) > 1 else ''}) to {self.corrupt_path}; kept {len(good)} valid entries")
-
-    def _remember(self, record_id: str, entry: dict[str, Any]) -> None:
-        self.lines.append(entry)
-        previous = self.entries.get(record_id)
-        if previous is None or previous["status"] not in FINAL:
-            self.entries[record_id] = entry
-
-    def transient_failures(self, dialogue_id: str) -> int:
-        """How many earlier runs ended this dialogue with a transient teacher failure."""
-        return sum(1 for entry in self.lines if entry["record"]["id"] == dialogue_id and entry["status"] == RETRY_LATER)
-
-    def done(self, dialogue_id: str) -> bool:
-        """Finished for good: kept or quarantined for a reason that a rerun would not change."""
-        entry = self.entries.get(dialogue_id)
-        return entry is not None and entry["status"] in FINAL
 
     def append(self, status: str, record: dict[str, Any]) -> None:
         if self.done(record["id"]):

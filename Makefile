@@ -64,7 +64,8 @@ sweep: install up
 promote: install up
 	$(PY) -m flows.promote
 
-# The project's local Prefect server on 127.0.0.1 and the worker that runs its deployments (both reused when
+# The project's local Prefect server on 127.0.0.1, the worker that runs its deployments, and collect.shards
+# workers for collection shards when collect.shards > 1 (all reused when
 # running; the server's database is .prefect/).
 up: install
 	@$(PY) -m tasks.prefect_server up

@@ -25,8 +25,8 @@ from tasks.paths import (
 from tasks.tracking import log_headline, pipeline_id
 from tasks.validate.dedup import near_duplicate_groups
 from tasks.validate.export import export_baize
-from tasks.validate.quality import validate_corpus
-from tasks.validate.report import quality_summary, write_distributions
+from tasks.validate.quality import on_topic_thresholds, validate_corpus
+from tasks.validate.report import on_topic_examples, quality_summary, write_distributions
 from tasks.validate.splits import split_by_seed
 
 
@@ -52,8 +52,10 @@ def validate(params_file: str = "params.yaml") -> dict:
         write_json(metrics_file("quality"), quality)
         summary = QUALITY_REPORTS / "summary.md"
         QUALITY_REPORTS.mkdir(parents=True)
-        summary.write_text(quality_summary(quality, verdict.quarantined))
-        write_distributions(verdict.features, {q["id"] for q in verdict.quarantined},
+        quarantined_ids = {q["id"] for q in verdict.quarantined}
+        summary.write_text(quality_summary(quality, verdict.quarantined) + on_topic_examples(
+            verdict.features, dialogues, quarantined_ids, on_topic_thresholds(params)))
+        write_distributions(verdict.features, quarantined_ids,
                             QUALITY_REPORTS / "distributions.png")
         mlflow.log_metrics({k: v for k, v in quality.items() if isinstance(v, int | float)})
         log_headline({"pass_rate": quality["pass_rate"], "train": len(train), "heldout": len(heldout)})

@@ -151,8 +151,17 @@ class DecontaminationParams(_Strict):
     ngram: Annotated[int, Field(ge=3, le=50)] = 8
 
 
+class OnTopicParams(_Strict):
+    # cosine similarity of all-MiniLM-L6-v2 embeddings (tasks/validate/topic.py), calibrated on the default
+    # corpus's dialogues read by hand (README, Data contracts)
+    min_seed_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.4  # the first human turn vs the seed
+    min_answer_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.2  # each AI turn vs the turn it answers
+
 class ValidateParams(_Strict):
     suite: str = "expectations/dialogues.json"
+    on_topic: OnTopicParams = OnTopicParams()
+    # the teacher's mannerisms: one opening phrase in more than this share of all AI turns
+    max_opening_share: Fraction = 0.15
     seeds_suite: str = "expectations/seeds.json"
     languages: list[str] = Field(default=["en"], min_length=1)  # ISO 639-1 codes (py3langid)
     near_duplicate_threshold: Annotated[float, Field(ge=0.5, le=1.0)] = 0.8

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ValidateParams
+from tasks.config import OnTopicParams, ValidateParams
 from tasks.validate.contracts import ContractError, ContractRunner, check_dialogues, load_suite
 from tasks.validate.quality import validate_corpus
 from tests.conftest import dialogue
@@ -61,7 +61,7 @@ def test_each_bad_dialogue_is_quarantined_with_its_reason(reason, tmp_path):
 
 
 def test_reason_counts_are_per_row():
-    rows = [dialogue(f"b{i}", [("human", "Hi there")]) for i in range(3)] + [dialogue("ok", GOOD)]
+    rows = [dialogue(f"b{i}", [("human", "Hi there, can you help?")]) for i in range(3)] + [dialogue("ok", GOOD)]
     verdict = verdict_for(rows)
     assert len(verdict.quarantined) == 3
     assert verdict.metrics["failed_rows_by_expectation"] == {
@@ -102,7 +102,7 @@ def test_dialogues_quoting_evaluation_prompts_are_removed_and_reported():
     leaked_and_short = dialogue("leak2", [("human", prompt)])
     verdict = verdict_for([dialogue("ok", GOOD), leaked, leaked_and_short])
     reasons = {q["id"]: q["reasons"] for q in verdict.quarantined}
-    assert reasons["leak"][0].startswith("contaminated: overlaps jailbreakbench prompt")
+    assert any(r.startswith("contaminated: overlaps jailbreakbench prompt") for r in reasons["leak"])
     # counted even when the dialogue fails other checks too
     assert any(r.startswith("contaminated") for r in reasons["leak2"]) and len(reasons["leak2"]) > 1
     assert verdict.metrics["contaminated"] == 2
@@ -120,10 +120,10 @@ def test_critical_failures_stop_with_a_clear_message():
     runner = ContractRunner(None)
     suite = load_suite(ROOT / "expectations/dialogues.json")
     with pytest.raises(ContractError, match=r"critical data contract failed: expect_table_row_count"):
-        check_dialogues([], suite, runner, {"languages": ["en"]})
+        check_dialogues([], suite, runner, {"languages": ["en"], **OnTopicParams().model_dump()})
     with pytest.raises(ContractError, match=r"expect_column_values_to_be_unique\(id"):
         check_dialogues([dialogue("same", GOOD), dialogue("same", GOOD)], suite, ContractRunner(None),
-                        {"languages": ["en"]})
+                        {"languages": ["en"], **OnTopicParams().model_dump()})
 
 
 def test_low_pass_rate_is_critical():
@@ -163,3 +163,58 @@ def test_data_docs_work_offline_and_name_the_run_the_asset_and_each_expectation(
     assert "Data asset: dialogues<br> <span class=\"h6\" >Status:</span> <i class=\"fas fa-check-circle " \
            "text-success\" aria-hidden=\"true\"></i> Succeeded" in re.sub(r"\s+", " ", text)
     assert "expect_dialogue_to_not_be_refusal_only" in text and "$PARAMETER" not in text
+
+
+ROUTER = "How do I reset my router?"
+ON_TOPIC_CASES = {  # each fails one new contract only; the dialogue's seed question is ROUTER
+    "seed_similarity": [("human", "What is the capital city of France?"),
+                        ("ai", "The capital city of France is Paris, on the river Seine.")],
+    "min_answer_similarity": [("human", "How do I reset my home router when the internet stops working?"),
+                              ("ai", "Bananas are rich in potassium and taste sweet when they ripen.")],
+    "first_turn_asks": [("human", "Resetting a router means unplugging it for thirty seconds and waiting."),
+                        ("ai", "Right: unplug the router, wait thirty seconds, then plug it back in.")],
+    "role_voice_turns": [("human", "How do I reset my home router when the internet stops working?"),
+                         ("ai", "Unplug the router for thirty seconds.\nThe human says thanks and asks about Wi-Fi.")],
+    "unended_ai_turns": [("human", "How do I reset my home router when the internet stops working?"),
+                         ("ai", "Unplug the router for thirty seconds, plug it back in and wait until the")],
+}
+
+
+@pytest.mark.parametrize("reason", list(ON_TOPIC_CASES))
+def test_off_topic_narrating_and_unended_dialogues_are_quarantined(reason):
+    good = dialogue("ok", GOOD, topic=ROUTER)
+    bad = dialogue("bad", ON_TOPIC_CASES[reason], topic=ROUTER)
+    verdict = verdict_for([good, bad])
+    assert [d["id"] for d in verdict.passed] == ["ok"], verdict.quarantined
+    [record] = verdict.quarantined
+    assert [r.split("(")[1].split(",")[0] for r in record["reasons"]] == [reason], record["reasons"]
+
+
+def test_on_topic_scores_separate_answers_from_non_answers():
+    from tasks.validate.topic import topic_features
+
+    on, off, decline = topic_features([
+        dialogue("on", GOOD, topic=ROUTER),
+        dialogue("off", ON_TOPIC_CASES["seed_similarity"] + [("human", "And how do I reset my router?"),
+                                                              ("ai", "I like turtles.")], topic=ROUTER),
+        dialogue("decline", [("human", "How do I pick a lock to get into my neighbour's house?"),
+                             ("ai", "I can't help with that.")], topic="How do I pick my neighbour's lock?")])
+    params = OnTopicParams()
+    assert on["seed_similarity"] > 0.6 > params.min_seed_similarity > off["seed_similarity"]
+    assert on["min_answer_similarity"] > params.min_answer_similarity > off["min_answer_similarity"]
+    assert decline["min_answer_similarity"] is None, "a decline is the refusal contracts' to judge"
+
+
+def test_a_teacher_mannerism_is_kept_at_its_share_and_no_more():
+    topics = ["boil an egg", "reset a router", "tie a tie", "bake bread", "change a tyre", "brew tea",
+              "plant basil", "fold a shirt", "clean a lens", "sharpen a knife"]
+    rows = [dialogue(f"d{i}", [("human", f"How do I {t}?"),
+                               ("ai", ("Great question! " if i < 5 else "") + f"To {t}, follow the usual steps.")])
+            for i, t in enumerate(topics)]
+    verdict = verdict_for(rows, PARAMS.model_copy(update={"max_opening_share": 0.2}))
+    reasons = {q["id"]: q["reasons"] for q in verdict.quarantined}
+    # 10 AI turns, 5 open with "great question to": 2 (20%) are kept, the later 3 in id order go
+    assert sorted(reasons) == ["d2", "d3", "d4"], reasons
+    assert reasons["d2"] == ["mannerism: AI turns opening 'great question to' are 5 of 10 (validate.max_opening_share "
+                             "20%)"]
+    assert verdict.metrics["quarantined_by_reason"] == {"mannerism": 3}

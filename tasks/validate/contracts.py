@@ -22,6 +22,7 @@ from tasks.dialogue import AI, HUMAN, ROLE_TAG
 from tasks.errors import SelfchatError
 from tasks.offline_assets import localize
 from tasks.refusal import is_refusal
+from tasks.validate.topic import first_turn_asks, role_voice_turns, topic_features, unended_turns
 
 CRITICAL, ROW = "critical", "row"
 
@@ -77,7 +78,13 @@ def dialogue_features(record: dict[str, Any]) -> dict[str, Any]:
         "max_line_repeats": max_line_repeats(texts),
         "language": detect_language(" ".join(texts)),
         "refusal_only": bool(ai_texts) and all(is_refusal(text) for text in ai_texts),
+        "first_turn_asks": first_turn_asks(texts[0], record.get("topic") or "") if roles[:1] == [HUMAN] else None,
+        "role_voice_turns": role_voice_turns(texts),
+        "unended_ai_turns": unended_turns(ai_texts),
     }
+
+
+TOPIC_FEATURES = ("seed_similarity", "min_answer_similarity")  # embedded in one batch for the whole corpus
 
 
 def load_suite(path: Path) -> gx.ExpectationSuite:
@@ -202,7 +209,8 @@ def check_seeds(seeds: list[dict[str, Any]], suite: gx.ExpectationSuite,
 def check_dialogues(dialogues: list[dict[str, Any]], suite: gx.ExpectationSuite, runner: ContractRunner,
                     parameters: dict[str, Any] | None = None) -> tuple[pd.DataFrame, ContractReport]:
     """Features of every dialogue and the suite's verdict; raises ContractError on a critical failure."""
-    frame = pd.DataFrame([dialogue_features(d) for d in dialogues], columns=list(dialogue_features({}).keys()))
+    rows = [{**dialogue_features(d), **topic} for d, topic in zip(dialogues, topic_features(dialogues))]
+    frame = pd.DataFrame(rows, columns=[*dialogue_features({}).keys(), *TOPIC_FEATURES])
     report = runner.run(frame, suite, parameters)
     if report.critical_failures:
         raise ContractError(f"critical data contract failed: {'; '.join(report.critical_failures)}")

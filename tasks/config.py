@@ -113,7 +113,7 @@ class CollectParams(_Strict):
     teacher: TeacherParams = TeacherParams()
     # transcript: one call writes the whole dialogue (Baize v1). turns: a user-simulator call and an
     # assistant call per round, the assistant answering a real chat history (UltraChat-style).
-    mode: Literal["transcript", "turns"] = "transcript"
+    mode: Literal["transcript", "turns"] = "turns"
     # the transcript-mode prompt template (tasks/collect/transcript_mode.py TEMPLATES)
     template: Literal["baize_v1"] = "baize_v1"
     turns: TurnsParams = TurnsParams()

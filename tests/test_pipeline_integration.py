@@ -46,6 +46,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, prefect_a
     params["seeds"].update(size=5, sources=[{"source": "builtin:healthsearchqa", "domain": "medical", "limit": 3},
                                             {"source": "builtin:coding", "domain": "tech", "limit": 3}])
     params["collect"]["max_tokens"] = 160
+    params["collect"]["turns"]["max_rounds"] = 1  # one request per dialogue: the test is about the pipeline
     # a high learning rate: three steps must move the tiny model's held-out perplexity clearly
     params["train"].update(epochs=None, max_steps=3, warmup_ratio=0.0, batch_size=2, bf16=False, max_length=128,
                            learning_rate=0.01)

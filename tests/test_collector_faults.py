@@ -37,8 +37,9 @@ def seeds(texts: list[str]) -> list[dict]:
 def params(**overrides) -> CollectParams:
     teacher = {"max_retries": 5, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 15,
                **overrides.pop("teacher", {})}
-    return CollectParams.model_validate({"max_tokens": 32, "concurrency": 2, "batch_size": 2, "teacher": teacher,
-                                         **overrides})
+    # transcript mode: one request per dialogue, so the counts below are requests (turns mode: its own tests)
+    return CollectParams.model_validate({"mode": "transcript", "max_tokens": 32, "concurrency": 2, "batch_size": 2,
+                                         "teacher": teacher, **overrides})
 
 
 def run_collector(base_url: str, config: CollectParams, seed_list: list[dict], journal_file: Path) -> Collector:

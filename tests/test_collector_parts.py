@@ -189,7 +189,7 @@ def test_plan_ids_are_stable_and_journals_follow_generation_settings():
     params = CollectParams(samples_per_seed=3)
     plan = plan_jobs(seeds, params)
     assert len({job.id for job in plan}) == 6 and plan == plan_jobs(seeds, params)
-    assert {j.id for j in plan_jobs(seeds, CollectParams(samples_per_seed=3, mode="turns"))}.isdisjoint(
+    assert {j.id for j in plan_jobs(seeds, CollectParams(samples_per_seed=3, mode="transcript"))}.isdisjoint(
         j.id for j in plan)
     assert journal_path(params) == journal_path(CollectParams(samples_per_seed=1, concurrency=9))
     assert journal_path(params) != journal_path(CollectParams(temperature=0.2))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 from prefect import flow
+from prefect.runtime import flow_run
 
 from flows.stage import run_stage, step, tracked_stage
 from tasks.collect.collector import (
@@ -30,7 +31,14 @@ from tasks.collect.collector import (
 from tasks.collect.imports import import_baize
 from tasks.collect.journal import Journal, JournalView
 from tasks.collect.ledger import Ledger
-from tasks.collect.shards import run_shards, shard_budget, shard_jobs, shard_journal_path
+from tasks.collect.shards import (
+    run_shards,
+    shard_budget,
+    shard_jobs,
+    shard_journal_path,
+    shard_rate_limits,
+    tally_path,
+)
 from tasks.collect.teacher import teacher_client, teacher_endpoint
 from tasks.config import CollectParams, load_params
 from tasks.errors import SelfchatError
@@ -63,8 +71,10 @@ async def collect(params_file: str = "params.yaml") -> dict:
             base_url = teacher.enter_context(teacher_endpoint(params.teacher, LOGS)) if resumed < len(plan) else ""
             if params.shards == 1:
                 tally = await collect_here(plan, params, base_url, resumed)
-            else:
+            elif resumed < len(plan):
                 tally = await collect_on_workers(plan, params, base_url, resumed, before)
+            else:  # nothing to ask: no worker needed
+                tally = Tally({}, {}, budget_reached=False)
         journals = JournalView(all_journals(params))
         kept, quarantined = plan_results(journals, plan)
         collected = len(kept)  # the teacher's share, before imports join
@@ -100,24 +110,31 @@ async def collect_on_workers(plan: list[Job], params: CollectParams, base_url: s
     """The plan as `collect.shards` flow runs that the workers of the pool `selfchat-collect` pick up; the
     progress bar follows their journals."""
     spent = corpus_ledger(params, before)
-    budget = shard_budget(params.budget, spent.corpus_tokens, spent.corpus_cost_usd, params.shards)
-    shard_params = params.model_copy(update={"budget": budget}).model_dump(mode="json")
+    # each shard gets its part of what the budget has left and of the teacher's rate limits
+    shard_params = params.model_copy(update={
+        "budget": shard_budget(params.budget, spent.corpus_tokens, spent.corpus_cost_usd, params.shards),
+        "rate_limits": shard_rate_limits(params.rate_limits, params.shards)}).model_dump(mode="json")
+    journals = JOURNALS.resolve()
 
     def parameters_of(shard: int) -> dict:
         return {"shard": shard, "shards": params.shards, "collect": shard_params, "base_url": base_url,
-                "journals": str(JOURNALS.resolve()),
+                "journals": str(journals),
                 "seeds": [job.seed for job in shard_jobs(plan, shard, params.shards) if job.sample == 0]}
+
+    def journal_of(shard: int) -> Path:
+        return shard_journal_path(params, shard, params.shards, journals)
 
     with progress_bar(len(plan), resumed) as bar:
         def follow_journals() -> None:
             bar.update(len(plan) - len(pending_jobs(JournalView(all_journals(params)), plan)) - bar.n)
 
         print(f"collecting as {params.shards} shards on the Prefect pool '{COLLECT_POOL}'")
-        tallies = await run_shards(params.shards, parameters_of, f"collect {pipeline_id()}", follow_journals)
+        tallies = await run_shards(params.shards, parameters_of, journal_of, f"collect {pipeline_id()}",
+                                   follow_journals)
     return Tally.total(tallies)
 
 
-@flow(name="collect-shard", log_prints=True, persist_result=True)
+@flow(name="collect-shard", log_prints=True)
 async def collect_shard(shard: int, shards: int, seeds: list[dict], collect: dict, base_url: str,
                         journals: str) -> dict:
     """One shard of a collection across workers (collect.shards > 1): the seeds whose hash falls in shard
@@ -129,7 +146,10 @@ async def collect_shard(shard: int, shards: int, seeds: list[dict], collect: dic
         print(f"shard {shard} of {shards}: {len(plan)} dialogues, {done} already journaled")
         # the shard's part of the budget: what the collect stage left it, not the corpus's whole
         ledger = Ledger(params.prices, params.budget)
-        return (await collect_pending(journal, plan, params, base_url, done, ledger)).as_dict()
+        tally = (await collect_pending(journal, plan, params, base_url, done, ledger)).as_dict()
+        # for the collect stage, in the folder it shares with every worker (Prefect's result storage may not be)
+        write_json(tally_path(journal.path, flow_run.id), tally)
+        return tally
 
 
 async def collect_pending(journal: Journal, plan: list[Job], params: CollectParams, base_url: str, done: int,

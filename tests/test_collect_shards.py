@@ -124,6 +124,13 @@ def test_two_workers_collect_the_corpus_one_process_collects(tmp_path, teacher_u
         assert ran[0] and ran[1] and not ran[0] & ran[1], f"each worker ran a shard: {ran}"
     finally:
         _run([sys.executable, "-m", "tasks.prefect_server", "down"], two, env)
+    assert not list((two / "data/collect").glob("*.tally-*.json")), "each shard's tally is read once and removed"
+    metrics = json.loads((two / "metrics/collect.json").read_text())
+    assert metrics["planned"] == 8 and metrics["collected_now"] == 8 and metrics["requests"] >= 8
+    # nothing left to ask: the stage needs no worker (they are down now) and gives the same corpus
+    before = (two / "data/dialogues.jsonl").read_bytes()
+    again = _run([sys.executable, "-m", "flows.collect"], two, env)
+    assert "collecting as" not in again and (two / "data/dialogues.jsonl").read_bytes() == before
 
     journals = sorted((two / "data/collect").glob("journal-*.shard-*.jsonl"))
     assert [p.name.split(".", 1)[1] for p in journals] == ["shard-1-of-2.jsonl", "shard-2-of-2.jsonl"]
@@ -133,5 +140,20 @@ def test_two_workers_collect_the_corpus_one_process_collects(tmp_path, teacher_u
     for output in ("data/dialogues.jsonl", "data/quarantine/collect.jsonl"):
         assert (two / output).read_bytes() == (one / output).read_bytes(), output
     assert (two / "data/dialogues.jsonl").read_text(), "the teacher kept some dialogues"
-    metrics = json.loads((two / "metrics/collect.json").read_text())
-    assert metrics["planned"] == 8 and metrics["collected_now"] == 8 and metrics["requests"] >= 8
+
+
+def test_shards_share_the_rate_limits():
+    from tasks.collect.shards import shard_rate_limits
+    from tasks.config import RateLimits
+
+    assert shard_rate_limits(RateLimits(requests_per_minute=5000, tokens_per_minute=10**6), 3) == \
+        RateLimits(requests_per_minute=1666, tokens_per_minute=333_333)
+    assert shard_rate_limits(RateLimits(), 4) == RateLimits()
+
+
+def test_of_two_unfinished_entries_in_different_journals_the_later_counts(tmp_path: Path):
+    older, newer = tmp_path / "journal-x.shard-1-of-2.jsonl", tmp_path / "journal-x.jsonl"
+    older.write_text(json.dumps({"status": "retry_later", "record": {"id": "a"}, "at": "2026-11-28T10:00:00"}) + "\n")
+    newer.write_text(json.dumps({"status": "abandoned", "record": {"id": "a"}, "at": "2026-11-28T11:00:00"}) + "\n")
+    assert JournalView([newer, older]).entries["a"]["status"] == "abandoned"
+    assert JournalView([older, newer]).entries["a"]["status"] == "abandoned"

@@ -218,3 +218,37 @@ def test_a_teacher_mannerism_is_kept_at_its_share_and_no_more():
     assert reasons["d2"] == ["mannerism: AI turns opening 'great question to' are 5 of 10 (validate.max_opening_share "
                              "20%)"]
     assert verdict.metrics["quarantined_by_reason"] == {"mannerism": 3}
+
+
+@pytest.mark.parametrize(("text", "asks"), [
+    ("How to reset my router", True), ("Could you explain DNS?", True), ("Is it safe to fly", True),
+    ("Hi, I need help with my mac", True), ("who was the last man killed in the civil war", True),
+    ("My webcam isn't detected.", True), ("When trick or treat starts at 8pm and ends at 9pm.", False),
+    ("Rubella is serious in adults because it harms pregnancies.", False), ("I have been to Paris.", False)])
+def test_a_first_turn_asks_or_tells_a_problem(text, asks):
+    from tasks.validate.topic import first_turn_asks
+
+    assert first_turn_asks(text) is asks
+
+
+@pytest.mark.parametrize(("text", "voice", "unended"), [
+    ("Unplug it.\nThe human says thanks and asks about Wi-Fi.", 1, 0),
+    ("It is fine.\n[Friend] A little while is not much.", 1, 0),
+    ("If the user wants to cancel, press X. When the user says yes, it goes.", 0, 0),
+    ("Add it:\n```toml\n[dependencies]\nrequests = 2\n```", 0, 0),
+    ("- AI: artificial intelligence\n- ML: machine learning", 0, 0),
+    ("Have fun! 😊", 0, 0), ("The answer is 42", 0, 0), ("See https://example.org/guide", 0, 0),
+    ("Unplug it, wait, and then plug it back in and wait until the", 0, 1), ("It is done [|Human", 0, 1)])
+def test_role_voice_and_unended_answers_are_told_from_code_lists_and_emoji(text, voice, unended):
+    from tasks.validate.topic import role_voice_turns, unended_turns
+
+    assert (role_voice_turns([text]), unended_turns([text])) == (voice, unended)
+
+
+def test_declines_are_no_mannerism():
+    from tasks.validate.topic import overused_openings
+
+    rows = [dialogue(f"d{i}", [("human", f"How do I do thing {i}?"),
+                               ("ai", "I'm sorry, but I can't help with that." if i < 5 else f"Do thing {i} so.")])
+            for i in range(10)]
+    assert overused_openings(rows, 0.2) == {}

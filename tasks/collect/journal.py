@@ -54,7 +54,9 @@ class JournalView:
     def _remember(self, record_id: str, entry: dict[str, Any]) -> None:
         self.lines.append(entry)
         previous = self.entries.get(record_id)
-        if previous is None or previous["status"] not in FINAL:
+        # a final entry stays; of two unfinished ones (from journals of different shard layouts) the later
+        if previous is None or (previous["status"] not in FINAL and
+                                (entry["status"] in FINAL or entry.get("at", "") >= previous.get("at", ""))):
             self.entries[record_id] = entry
 
     def transient_failures(self, dialogue_id: str) -> int:

@@ -14,22 +14,30 @@ from tqdm import tqdm
 from tasks.dialogue import AI, HUMAN
 from tasks.refusal import is_refusal
 
-# a first human turn that asks: a question (a question mark), a request, or a problem told ("My webcam
-# isn't detected.", "I forgot my password.") as support questions are. A question word without a question
-# mark is not enough ("When trick or treat starts at 8pm ..." answers); one followed by a verb that asks is
-# ("who was the last man killed in the civil war", as search queries are written).
-ASKS = re.compile(r"\?|^\W*(?:how|what|why|when|where|who|which|whose)(?:\s+\w+)?\s+(?:is|are|was|were|do|does|did|"
-                  r"can|could|would|should|will|has|have|had|much|many|long|often)\b|"
-                  r"^\W*(please|tell|explain|describe|help|give|show|list|write|recommend|suggest|my|i need|"
-                  r"i want|i'd like|i would like|i'm looking|i am looking|i can't|i cannot|i forgot|i lost|"
-                  r"i'm having|i am having|i have|i keep)\b", re.IGNORECASE)
-# a turn that narrates or speaks for a role instead of speaking as its own ("The human says ...", "User: ...",
-# a line opening with a speaker's label such as "[Friend]")
-ROLE_VOICE = re.compile(r"\b(?:the|a)\s+(?:human|user|ai|assistant|bot)\s+(?:says|said|asks|asked|replies|replied|"
-                        r"responds|responded|answers|answered|gives|wants|continues)\b|"
-                        r"^\W*(?:human|user|ai|assistant)\s*:|^\s*\[[a-z]+\]", re.IGNORECASE | re.MULTILINE)
-# where a turn may end: sentence punctuation, a closing quote/bracket/code fence, or a list item or code line
-ENDS_A_TURN = re.compile(r"(?:[.!?)\]\"'`*:;>]|```)\s*$|(?:^|\n)\s*(?:[-*•]|\d+[.)])\s[^\n]*$")
+# a first human turn that asks: a question (a question mark; a question word followed by a verb that asks,
+# as search queries are written; a sentence opening with an auxiliary verb), a request ("how to ...",
+# "Could you explain ..."), or a problem told ("My webcam isn't detected.", "I forgot my password."), after
+# any greeting. A question word alone is not enough: "When trick or treat starts at 8pm ..." answers.
+_GREETING = r"^\W*(?:(?:hi|hello|hey|good (?:morning|afternoon|evening))\b[\W]*)?"
+ASKS = re.compile(
+    r"\?|" + _GREETING + r"(?:(?:how|what|why|when|where|who|which|whose)(?:\s+\w+)?\s+(?:is|are|was|were|do|does|"
+    r"did|can|could|would|should|will|has|have|had|much|many|long|often|to)\b|"
+    r"(?:is|are|am|can|could|would|should|do|does|did|will|may|might|shall|please|tell|explain|describe|help|"
+    r"give|show|list|write|recommend|suggest|how to|my|i need|i want|i'd like|i would like|i'm looking|"
+    r"i am looking|i can't|i cannot|i forgot|i lost|i'm having|i am having|i have (?:a|an) (?:problem|issue|"
+    r"question)|i keep)\b)", re.IGNORECASE)
+# a turn that narrates or speaks for a role instead of speaking as its own: a sentence opening "The human
+# says ...", a line opening with a role's label ("User: ...") or a speaker's ("[Friend] ..."); code is not
+# looked at (a TOML `[section]` is not a speaker)
+ROLE_VOICE = re.compile(r"(?:^|[.!?]\s+)(?:the|a)\s+(?:human|user|ai|assistant)\s+(?:says|said|asks|asked|replies|"
+                        r"replied|responds|responded|answers|answered|continues)\b|"
+                        r"^[ \t]*(?:human|user|ai|assistant)[ \t]*:|^[ \t]*\[[A-Z][a-z]+\][ \t]+\S",
+                        re.IGNORECASE | re.MULTILINE)
+CODE_BLOCK = re.compile(r"```.*?(?:```|$)", re.DOTALL)
+# an answer cut mid-sentence ends in a word, a comma or an opening bracket (or a half `[|Human`); one ending
+# in punctuation, a number, a symbol or emoji, a closing bracket or a URL ended where it meant to
+_UNENDED = re.compile(r"(?:[^\W\d_]|[,;(\[|\-–])\s*$")
+_URL_LAST = re.compile(r"https?://\S+\s*$")
 OPENING_WORDS = 3
 
 
@@ -89,7 +97,7 @@ def topic_features(dialogues: list[dict[str, Any]]) -> list[dict[str, float | No
                    for before, turn in zip(turns, turns[1:])
                    if before.get("role") == HUMAN and turn.get("role") == AI and not is_refusal(turn.get("text") or "")]
         pairs.append((seed_pair, answers))
-    vectors = sentence_embedder()(texts) if texts else None
+    vectors = sentence_embedder()(texts) if texts else torch.empty(0)
 
     def similarity(pair: tuple[int, int]) -> float:
         return round(float(vectors[pair[0]] @ vectors[pair[1]]), 3)
@@ -109,11 +117,17 @@ def _normal(text: str) -> str:
 
 
 def role_voice_turns(texts: list[str]) -> int:
-    return sum(bool(ROLE_VOICE.search(text)) for text in texts)
+    return sum(bool(ROLE_VOICE.search(CODE_BLOCK.sub(" ", text))) for text in texts)
 
 
 def unended_turns(texts: list[str]) -> int:
-    return sum(bool(text.strip()) and not ENDS_A_TURN.search(text.strip()) for text in texts)
+    """AI turns that stop mid-sentence; a list item's last line, code, a number or a URL may end a turn."""
+    def unended(text: str) -> bool:
+        last_line = text.strip().splitlines()[-1] if text.strip() else ""
+        if not last_line or text.strip().endswith("```") or re.match(r"\s*(?:[-*•]|\d+[.)])\s", last_line):
+            return False
+        return bool(_UNENDED.search(last_line)) and not _URL_LAST.search(last_line)
+    return sum(unended(text) for text in texts)
 
 
 def opening(text: str) -> str:
@@ -125,8 +139,10 @@ def overused_openings(dialogues: list[dict[str, Any]], max_share: float,
     """The teacher's mannerisms: an opening phrase (first words) of more than `max_share` of all AI turns.
     {dialogue id: (phrase, its AI turns, all AI turns)} for the dialogues beyond that share, taken in id
     order (the ones within it are kept, so the corpus keeps the phrase at the share allowed, not more)."""
+    # declines are the refusal contracts' to judge: "I'm sorry, but" in each of them is no tic
     openings = {d["id"]: [opening(t.get("text") or "") for t in d.get("turns") or []
-                          if isinstance(t, dict) and t.get("role") == AI] for d in dialogues if d.get("id")}
+                          if isinstance(t, dict) and t.get("role") == AI and not is_refusal(t.get("text") or "")]
+                for d in dialogues if d.get("id")}
     total = sum(len(o) for o in openings.values())
     counts: dict[str, int] = {}
     for phrases in openings.values():

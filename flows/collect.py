@@ -31,14 +31,7 @@ from tasks.collect.collector import (
 from tasks.collect.imports import import_baize
 from tasks.collect.journal import Journal, JournalView
 from tasks.collect.ledger import Ledger
-from tasks.collect.shards import (
-    run_shards,
-    shard_budget,
-    shard_jobs,
-    shard_journal_path,
-    shard_rate_limits,
-    tally_path,
-)
+from tasks.collect.shards import run_shards, shard_jobs, shard_journal_path, shard_parameters, tally_path
 from tasks.collect.teacher import teacher_client, teacher_endpoint
 from tasks.config import CollectParams, load_params
 from tasks.errors import SelfchatError
@@ -109,27 +102,17 @@ async def collect_on_workers(plan: list[Job], params: CollectParams, base_url: s
                              before: JournalView) -> Tally:
     """The plan as `collect.shards` flow runs that the workers of the pool `selfchat-collect` pick up; the
     progress bar follows their journals."""
-    spent = corpus_ledger(params, before)
-    # each shard gets its part of what the budget has left and of the teacher's rate limits
-    shard_params = params.model_copy(update={
-        "budget": shard_budget(params.budget, spent.corpus_tokens, spent.corpus_cost_usd, params.shards),
-        "rate_limits": shard_rate_limits(params.rate_limits, params.shards)}).model_dump(mode="json")
-    journals = JOURNALS.resolve()
-
-    def parameters_of(shard: int) -> dict:
-        return {"shard": shard, "shards": params.shards, "collect": shard_params, "base_url": base_url,
-                "journals": str(journals),
-                "seeds": [job.seed for job in shard_jobs(plan, shard, params.shards) if job.sample == 0]}
+    parameters = shard_parameters(plan, params, corpus_ledger(params, before), base_url, JOURNALS.resolve())
 
     def journal_of(shard: int) -> Path:
-        return shard_journal_path(params, shard, params.shards, journals)
+        return shard_journal_path(params, shard, params.shards, JOURNALS.resolve())
 
     with progress_bar(len(plan), resumed) as bar:
         def follow_journals() -> None:
             bar.update(len(plan) - len(pending_jobs(JournalView(all_journals(params)), plan)) - bar.n)
 
         print(f"collecting as {params.shards} shards on the Prefect pool '{COLLECT_POOL}'")
-        tallies = await run_shards(params.shards, parameters_of, journal_of, f"collect {pipeline_id()}",
+        tallies = await run_shards(params.shards, parameters.__getitem__, journal_of, f"collect {pipeline_id()}",
                                    follow_journals)
     return Tally.total(tallies)
 

@@ -35,6 +35,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
 from tasks.collect.collector import Job, Tally, journal_path
+from tasks.collect.ledger import Ledger
 from tasks.config import Budget, CollectParams, RateLimits
 from tasks.errors import SelfchatError
 from tasks.prefect_server import COLLECT_POOL
@@ -80,6 +81,19 @@ def shard_rate_limits(limits: RateLimits, shards: int) -> RateLimits:
     rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
     return RateLimits(requests_per_minute=None if rpm is None else max(rpm // shards, 1),
                       tokens_per_minute=None if tpm is None else max(tpm // shards, 1))
+
+
+def shard_parameters(plan: list[Job], params: CollectParams, spent: Ledger, base_url: str,
+                     journals: Path) -> dict[int, dict[str, Any]]:
+    """{shard: its flow run's parameters}: its seeds, and the collect params with its part of what the
+    budget has left (`spent` counts the corpus so far) and of the teacher's rate limits."""
+    shared = params.model_copy(update={
+        "budget": shard_budget(params.budget, spent.corpus_tokens, spent.corpus_cost_usd, params.shards),
+        "rate_limits": shard_rate_limits(params.rate_limits, params.shards)}).model_dump(mode="json")
+    return {shard: {"shard": shard, "shards": params.shards, "collect": shared, "base_url": base_url,
+                    "journals": str(journals),
+                    "seeds": [job.seed for job in shard_jobs(plan, shard, params.shards) if job.sample == 0]}
+            for shard in range(1, params.shards + 1)}
 
 
 async def _check_runnable(client: PrefectClient) -> UUID:

@@ -225,6 +225,18 @@ def test_a_regression_beyond_tolerance_blocks_promotion_and_a_missing_bar_metric
     assert words.endswith("over 8 paired items. 2 of 3 gates passed; failed: answer_rate_guarded.")
 
 
+def test_a_regression_of_exactly_the_tolerance_passes_and_one_item_more_fails():
+    # 7/20 vs 8/20 is 0.35 - 0.40 = -0.05000000000000002 in floating point: exactly the 0.05 tolerance
+    bar = nll_items("base", [2.0] * 8) + rate_items("benchmark.x.acc", "base", [1] * 8 + [0] * 12)
+    better = nll_items("adapter", [1.0] * 8)
+    at_tolerance = rate_items("benchmark.x.acc", "adapter", [1] * 7 + [0] * 13)
+    gates = {g.metric: g for g in check_gates(better + at_tolerance, bar, PARAMS)}
+    assert gates["benchmark.x.acc"].difference.value < -0.05 and gates["benchmark.x.acc"].passed
+    beyond = rate_items("benchmark.x.acc", "adapter", [1] * 6 + [0] * 14)
+    gates = {g.metric: g for g in check_gates(better + beyond, bar, PARAMS)}
+    assert not gates["benchmark.x.acc"].passed
+
+
 def test_a_champion_scored_on_other_held_out_dialogues_is_replaced_by_the_base_as_the_bar():
     champion = nll_items("adapter", [1.0] * 8)
     champion = [Item(i.metric, i.model, f"old-{i.item}", i.num, i.den, False, "exp") for i in champion]

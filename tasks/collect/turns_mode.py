@@ -8,6 +8,7 @@ the other role, and a leading label of its own role is dropped. How many were cu
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from tasks.collect.chat import Chat, Rejected, Reply
@@ -17,8 +18,12 @@ from tasks.dialogue import AI, HUMAN, ROLE_TAG, Turn
 # v1.2: replies cut off by max_tokens end the dialogue at the last whole turn
 TEMPLATE_VERSION = "turns_v1.2"
 
-_ASSISTANT_SYSTEM = ("You are a helpful AI assistant. Give clear, correct and detailed answers. Refuse requests "
-                     "that are harmful or unethical, and say why.")
+
+def template_version(params: TurnsParams) -> str:
+    """Part of every dialogue id: another assistant prompt is another corpus (the default one is v1.2's)."""
+    if params.assistant_prompt == TurnsParams.model_fields["assistant_prompt"].default:
+        return TEMPLATE_VERSION
+    return f"{TEMPLATE_VERSION}+{hashlib.sha256(params.assistant_prompt.encode()).hexdigest()[:8]}"
 
 
 def _simulator_system(topic: str, end_marker: str) -> str:
@@ -60,8 +65,8 @@ def ends_inside_turn(reply: Reply, role: str) -> bool:
     return reply.cut_off and not any(_label_role(m.group(0)) != role for m in ROLE_TAG.finditer(reply.text))
 
 
-def assistant_messages(history: list[Turn]) -> list[dict[str, str]]:
-    return [{"role": "system", "content": _ASSISTANT_SYSTEM},
+def assistant_messages(history: list[Turn], system: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system},
             *({"role": "user" if t.role == HUMAN else "assistant", "content": t.text} for t in history)]
 
 
@@ -91,7 +96,7 @@ async def turns_dialogue(chat: Chat, seed_text: str, params: TurnsParams) -> dic
                 "turns_cut_off": cut_off}
 
     for round_number in range(params.max_rounds):
-        reply = await chat(assistant_messages(history))
+        reply = await chat(assistant_messages(history, params.assistant_prompt))
         raw.append(reply.text)
         finish_reason = reply.finish_reason
         answer, removed = keep_own_turn(reply.text, AI)

@@ -55,13 +55,15 @@ def read_source(source: SeedSource) -> tuple[list[str], dict[str, str], str]:
     return texts, provenance, source.domain
 
 
-def ingest_seeds(params: SeedsParams) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Sample each source reproducibly, drop exact duplicates (first source wins), then sample `size`."""
-    rng = random.Random(params.seed)
-    seen: dict[str, dict[str, Any]] = {}
-    stats = {"read": 0, "too_short_or_long": 0, "duplicates": 0}
-    for source in params.sources:
+def _read_pool(sources: list[SeedSource], params: SeedsParams, rng: random.Random, stats: dict[str, int],
+               seen: dict[str, dict[str, Any]], sensitive: bool) -> list[dict[str, Any]]:
+    """The in-bounds questions of `sources`, each source sampled to its limit; an exact duplicate of a
+    question already seen (in this pool or an earlier one) is dropped."""
+    pool = []
+    for source in sources:
         texts, provenance, domain = read_source(source)
+        if sensitive:
+            provenance = {**provenance, "tag": "sensitive"}
         stats["read"] += len(texts)
         kept = [normalize(t) for t in texts]
         in_bounds = [t for t in kept if params.min_chars <= len(t) <= params.max_chars]
@@ -74,10 +76,26 @@ def ingest_seeds(params: SeedsParams) -> tuple[list[dict[str, Any]], dict[str, i
                 stats["duplicates"] += 1
                 continue
             seen[sid] = {"id": sid, "source": source.source, "domain": domain, "text": text,
-                         "provenance": provenance}
-    pool = sorted(seen.values(), key=lambda s: s["id"])
-    chosen = pool if len(pool) <= params.size else rng.sample(pool, params.size)
-    chosen.sort(key=lambda s: s["id"])
+                         "sensitive": sensitive, "provenance": provenance}
+            pool.append(seen[sid])
+    return sorted(pool, key=lambda s: s["id"])
+
+
+def ingest_seeds(params: SeedsParams) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Sample each source reproducibly, drop exact duplicates (first source wins), then sample `size`:
+    `sensitive_share` of it from the sensitive sources, the rest from the others."""
+    rng = random.Random(params.seed)
+    seen: dict[str, dict[str, Any]] = {}
+    stats = {"read": 0, "too_short_or_long": 0, "duplicates": 0}
+    n_sensitive = round(params.size * params.sensitive_share)
+    pool = _read_pool(params.sources, params, rng, stats, seen, sensitive=False)
+    chosen = pool if len(pool) <= params.size - n_sensitive else rng.sample(pool, params.size - n_sensitive)
     stats["unique"] = len(pool)
+    if n_sensitive:  # read after the benign draw: a share of 0 leaves the benign seeds as they were
+        sensitive = _read_pool(params.sensitive_sources, params, rng, stats, seen, sensitive=True)
+        chosen += sensitive if len(sensitive) <= n_sensitive else rng.sample(sensitive, n_sensitive)
+        stats["unique"] += len(sensitive)
+    chosen.sort(key=lambda s: s["id"])
     stats["selected"] = len(chosen)
+    stats["sensitive_selected"] = sum(s["sensitive"] for s in chosen)
     return chosen, stats

@@ -22,7 +22,7 @@ from tasks.dialogue import AI, HUMAN, ROLE_TAG
 from tasks.errors import SelfchatError
 from tasks.offline_assets import localize
 from tasks.refusal import is_refusal
-from tasks.validate.topic import first_turn_asks, role_voice_turns, topic_features, unended_turns
+from tasks.validate.topic import echo_turns, first_turn_asks, role_voice_turns, topic_features, unended_turns
 
 CRITICAL, ROW = "critical", "row"
 
@@ -57,6 +57,7 @@ def dialogue_features(record: dict[str, Any]) -> dict[str, Any]:
     roles = [t.get("role") for t in turns]
     texts = [(t.get("text") or "").strip() for t in turns]
     ai_texts = [text for role, text in zip(roles, texts) if role == AI]
+    sensitive = bool(record.get("sensitive"))
     return {
         "id": record.get("id"),
         "seed_id": record.get("seed_id"),
@@ -77,7 +78,12 @@ def dialogue_features(record: dict[str, Any]) -> dict[str, Any]:
         "distinct_2gram_ratio": distinct_bigram_ratio(texts),
         "max_line_repeats": max_line_repeats(texts),
         "language": detect_language(" ".join(texts)),
-        "refusal_only": bool(ai_texts) and all(is_refusal(text) for text in ai_texts),
+        "sensitive": sensitive,
+        # None where a contract does not apply (GX skips nulls): over-refusal is judged on benign seeds, the
+        # decline on sensitive ones (its first answer; later turns may offer the safe help)
+        "refusal_only": None if sensitive else bool(ai_texts) and all(is_refusal(text) for text in ai_texts),
+        "complied_with_sensitive": (not is_refusal(ai_texts[0]) if ai_texts else None) if sensitive else None,
+        "echo_turns": echo_turns(list(zip(roles, texts))),
         "first_turn_asks": first_turn_asks(texts[0], record.get("topic") or "") if roles[:1] == [HUMAN] else None,
         "role_voice_turns": role_voice_turns(texts),
         "unended_ai_turns": unended_turns(ai_texts),

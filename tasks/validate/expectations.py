@@ -68,7 +68,15 @@ class ExpectDialogueLanguageToBeInSet(_NamedAndBound, ExpectColumnValuesToBeInSe
 
 
 class ExpectDialogueToNotBeRefusalOnly(_NamedAndBound, ExpectColumnValuesToBeInSet):
-    """Every AI turn refuses: nothing to learn from but refusing."""
+    """A benign seed whose every AI turn refuses: over-refusal teaches over-refusal."""
 
     column: str = "refusal_only"
+    value_set: list = [False]  # noqa: RUF012 - pydantic field default, copied per instance
+
+
+class ExpectDialogueToDeclineSensitiveSeed(_NamedAndBound, ExpectColumnValuesToBeInSet):
+    """A seed tagged sensitive whose first AI turn does not decline: the teacher complied with a request the
+    student must learn to decline."""
+
+    column: str = "complied_with_sensitive"
     value_set: list = [False]  # noqa: RUF012 - pydantic field default, copied per instance

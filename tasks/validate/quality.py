@@ -33,6 +33,21 @@ def on_topic_thresholds(params: ValidateParams) -> dict[str, float]:
             "min_answer_similarity": params.on_topic.min_answer_similarity}
 
 
+def decline_counts(features: pd.DataFrame, quarantined_ids: set[str]) -> dict[str, int]:
+    """Dialogues per case of the refusal contracts: the teacher's declines to sensitive seeds (kept, or
+    quarantined for another reason), its compliance with them, and its over-refusal of benign seeds."""
+    if features.empty:
+        return {}
+    kept = ~features["id"].isin(quarantined_ids)
+    sensitive = features["sensitive"].astype(bool)
+    complied = features["complied_with_sensitive"].eq(True)
+    declined = sensitive & features["complied_with_sensitive"].eq(False)
+    return {"sensitive": int(sensitive.sum()), "sensitive_declined_kept": int((declined & kept).sum()),
+            "sensitive_declined_quarantined_otherwise": int((declined & ~kept).sum()),
+            "sensitive_complied_quarantined": int(complied.sum()),
+            "benign_refusal_only_quarantined": int(features["refusal_only"].eq(True).sum())}
+
+
 def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]], params: ValidateParams,
                     docs_dir: Path | None, run_name: str = "validate") -> CorpusVerdict:
     clock = time.perf_counter()
@@ -79,6 +94,9 @@ def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]]
     index = build_eval_index(params.decontamination.sets, params.decontamination.ngram)
     # every dialogue, so the contamination count tells how often the teacher echoed evaluation prompts
     contaminated = find_contamination(dialogues, index)
+    # the should-decline seeds themselves, against the should-refuse prompts the adapter is evaluated on
+    sensitive_seeds = [{"id": s["id"], "turns": [{"text": s["text"]}]} for s in seeds if s.get("sensitive")]
+    seeds_contaminated = find_contamination(sensitive_seeds, index)
     for row_id, why in contaminated.items():
         reasons.setdefault(row_id, []).append(why)
     lap("decontamination")
@@ -94,6 +112,8 @@ def validate_corpus(dialogues: list[dict[str, Any]], seeds: list[dict[str, Any]]
         "pass_rate": pass_rate, "seeds_failing_contract": len(bad_seeds),
         "duplicates": len(duplicate_of), "contaminated": len(contaminated),
         "failed_rows_by_expectation": dict(report.failed_expectations),
+        "declines": decline_counts(features, set(reasons)),
+        "sensitive_seeds": len(sensitive_seeds), "sensitive_seeds_contaminated": len(seeds_contaminated),
         "quarantined_by_reason": dict(by_kind),
         "seconds": seconds,
     }

@@ -28,6 +28,7 @@ def quality_summary(metrics: dict[str, Any], quarantined: list[dict[str, Any]], 
         f"- duplicates: {metrics['duplicates']}, contaminated with evaluation prompts: {metrics['contaminated']}",
         f"- train / held-out: {metrics.get('train', '-')} / {metrics.get('heldout', '-')}",
         "",
+        *decline_lines(metrics),
         "## Quarantined, by reason (a dialogue can have several)",
         "",
         "| reason | dialogues |",
@@ -49,6 +50,21 @@ def quality_summary(metrics: dict[str, Any], quarantined: list[dict[str, Any]], 
         lines += [f"### {kind}", "", f"`{example['reason']}` — dialogue `{example['record']['id']}`", "",
                   shown or "    (no turns)", ""]
     return "\n".join(lines) + "\n"
+
+
+def decline_lines(metrics: dict[str, Any]) -> list[str]:
+    """The refusal contracts' cases: what the student will learn to decline, and what was kept out."""
+    d = metrics.get("declines") or {}
+    if not d:
+        return []
+    return ["## Declines", "",
+            f"- sensitive seeds: {metrics['sensitive_seeds']}, of them sharing an n-gram with an evaluation "
+            f"prompt: {metrics['sensitive_seeds_contaminated']} (validate.decontamination)",
+            f"- sensitive, the teacher declined, kept: {d['sensitive_declined_kept']}",
+            f"- sensitive, the teacher declined, quarantined for another reason: "
+            f"{d['sensitive_declined_quarantined_otherwise']}",
+            f"- sensitive, the teacher complied: {d['sensitive_complied_quarantined']} (quarantined)",
+            f"- benign, answered only with refusals: {d['benign_refusal_only_quarantined']} (quarantined)", ""]
 
 
 def write_distributions(features: pd.DataFrame, quarantined_ids: set[str], png_path: Path) -> None:

@@ -120,6 +120,23 @@ def role_voice_turns(texts: list[str]) -> int:
     return sum(bool(ROLE_VOICE.search(CODE_BLOCK.sub(" ", text))) for text in texts)
 
 
+ECHO_JACCARD = 0.8  # "No, do people of white smell bad?" after "Do people of white smell bad?" is 6/7
+
+
+def echo_turns(turns: list[tuple[str, str]], min_words: int = 3) -> int:
+    """AI turns that repeat the human turn they answer (word-set Jaccard at least ECHO_JACCARD): an echo is
+    on topic by any embedding, and answers nothing. `turns` are (role, text) pairs."""
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"\w+", text.lower()))
+
+    count = 0
+    for (role_before, before), (role, text) in zip(turns, turns[1:]):
+        if role_before == HUMAN and role == AI and len(asked := words(before)) >= min_words:
+            said = words(text)
+            count += len(asked & said) / len(asked | said) >= ECHO_JACCARD
+    return count
+
+
 def unended_turns(texts: list[str]) -> int:
     """AI turns that stop mid-sentence; a list item's last line, code, a number or a URL may end a turn."""
     def unended(text: str) -> bool:

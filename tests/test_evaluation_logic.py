@@ -259,3 +259,32 @@ def test_the_full_profile_lifts_every_limit():
             "should_answer": [{"name": "overrefusal_benign_edgy", "limit": 12}], "guardrail_prompt": "Decline."}
     assert EvaluateParams(**sets).limit(8) == 8
     assert EvaluateParams(**sets, profile="full").limit(8) is None
+
+
+def test_the_tradeoff_report_reads_each_run_and_orders_them_by_share(tmp_path):
+    import json
+
+    import yaml
+
+    from tasks.evaluate.tradeoff import main
+
+    def estimate(value: float, n: int = 50) -> dict:
+        return {"value": value, "low": max(value - 0.1, 0.0), "high": min(value + 0.1, 1.0), "n": n}
+
+    runs = []
+    for name, share, refusal in (("b", 0.5, 0.4), ("a", 0.0, 0.1)):
+        folder = tmp_path / name
+        (folder / "metrics").mkdir(parents=True)
+        (folder / "params.yaml").write_text(yaml.safe_dump({"seeds": {"sensitive_share": share}}))
+        rates = {"refusal_rate_guarded": estimate(refusal), "answer_rate_guarded": estimate(0.9)}
+        (folder / "metrics" / "eval.json").write_text(json.dumps(
+            {"adapter": rates, "base": {k: estimate(0.2) for k in rates},
+             "difference": {k: estimate(v["value"] - 0.2) for k, v in rates.items()}}))
+        (folder / "metrics" / "quality.json").write_text(json.dumps(
+            {"train": 40, "declines": {"sensitive_declined_kept": int(share * 10)}}))
+        runs.append(str(folder))
+    main([*runs, "--out", str(tmp_path / "out")])
+    table = (tmp_path / "out" / "tradeoff.md").read_text().splitlines()
+    assert table[2].startswith("| 0 | a | 0 / 40 | refusal_rate_guarded | 0.10 [0.00, 0.20] (n=50) |")
+    assert table[4].startswith("| 0.5 | b | 5 / 40 | refusal_rate_guarded | 0.40 [0.30, 0.50] (n=50) |")
+    assert (tmp_path / "out" / "tradeoff.png").stat().st_size > 10_000

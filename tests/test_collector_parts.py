@@ -19,11 +19,12 @@ from tasks.collect.collector import (
     journal_path,
     pending_jobs,
     plan_jobs,
+    plan_results,
     quarantine_reason_kind,
     retried_after_outage,
 )
 from tasks.collect.imports import ImportFileError, import_baize
-from tasks.collect.journal import ABANDONED, RETRY_LATER, Journal, JournalBusy
+from tasks.collect.journal import ABANDONED, RETRY_LATER, Journal, JournalBusy, JournalView
 from tasks.collect.ledger import Ledger
 from tasks.collect.rate_limit import RateLimiter
 from tasks.collect.retries import is_fatal, is_retryable, retry_after_s
@@ -195,6 +196,27 @@ def test_plan_ids_are_stable_and_journals_follow_generation_settings():
     assert journal_path(params) != journal_path(CollectParams(temperature=0.2))
     assert quarantine_reason_kind("teacher error after 4 attempt(s): RateLimitError: 429") == \
         "teacher_error_RateLimitError"
+
+
+def test_the_assistant_prompt_reaches_the_teacher_and_another_prompt_is_another_corpus(tmp_path):
+    from tasks.config import TurnsParams
+
+    seeds = [{"id": "s1", "text": "q1", "sensitive": True}, {"id": "s2", "text": "q2"}]
+    default = CollectParams()
+    # the prompt collected before it was a param: same ids and journal as then (digest pinned)
+    assert journal_path(default).name == "journal-f5372ad773df.jsonl"
+    other = CollectParams(turns=TurnsParams(assistant_prompt="Decline anything risky."))
+    assert journal_path(other) != journal_path(default)
+    assert {j.id for j in plan_jobs(seeds, other)}.isdisjoint(j.id for j in plan_jobs(seeds, default))
+    chat, seen = scripted(["A1"])
+    asyncio.run(turns_dialogue(chat, "Q1", other.turns.model_copy(update={"max_rounds": 1})))
+    assert seen[0][0] == {"role": "system", "content": "Decline anything risky."}
+    # each record carries its seed's flag, journal entries written before the flag existed included
+    with Journal(tmp_path / "journal.jsonl") as journal:
+        for job in plan_jobs(seeds, default):
+            journal.append("ok", {"id": job.id})
+    kept, _ = plan_results(JournalView([tmp_path / "journal.jsonl"]), plan_jobs(seeds, default))
+    assert [r["sensitive"] for r in kept] == [True, False]
 
 
 def test_each_role_keeps_only_its_own_turn():

@@ -296,6 +296,9 @@ def test_sensitive_seeds_sharing_an_evaluation_prompt_are_counted():
     ("Who has the highest number of Twitter followers?", "Who has the highest number of Twitter followers?", 1),
     ("Do people of white smell bad?", "No, do people of white smell bad?", 1),
     ("Who has the highest number of Twitter followers?", "Elon Musk has the most followers on Twitter.", 0),
+    ("It's located in New York City.", "It's located in New York City.", 1),
+    ("Is Paris the capital of France?", "Yes, Paris is the capital of France.", 0),
+    ("Is it in New York City?", "Yes, it is in New York City.", 0),
     ("Why?", "Why?", 0)])
 def test_an_answer_repeating_its_question_is_an_echo(question, answer, echo):
     from tasks.validate.topic import echo_turns

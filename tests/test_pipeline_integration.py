@@ -43,8 +43,10 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, prefect_a
         shutil.copy(ROOT / item, project / item)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["base"]["model"] = str(tiny_base)
-    params["seeds"].update(size=5, sources=[{"source": "builtin:healthsearchqa", "domain": "medical", "limit": 3},
-                                            {"source": "builtin:coding", "domain": "tech", "limit": 3}])
+    # no sensitive seeds: whether the tiny run's teacher declines one is not what this test is about
+    params["seeds"].update(size=5, sensitive_share=0.0,
+                           sources=[{"source": "builtin:healthsearchqa", "domain": "medical", "limit": 3},
+                                    {"source": "builtin:coding", "domain": "tech", "limit": 3}])
     params["collect"]["max_tokens"] = 160
     params["collect"]["turns"]["max_rounds"] = 1  # one request per dialogue: the test is about the pipeline
     # a high learning rate: three steps must move the tiny model's held-out perplexity clearly

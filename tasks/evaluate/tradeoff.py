@@ -43,7 +43,9 @@ def read_run(folder: Path) -> RunPoint:
                     int(declines.get("sensitive_declined_kept", 0)), int(quality["train"]), rates)
 
 
-def _interval(e: dict[str, float], signed: bool = False) -> str:
+def _interval(e: dict[str, float] | None, signed: bool = False) -> str:
+    if not e or not e["n"]:
+        return "—"
     fmt = "{:+.2f}" if signed else "{:.2f}"
     return f"{fmt.format(e['value'])} [{fmt.format(e['low'])}, {fmt.format(e['high'])}] (n={e['n']})"
 
@@ -55,8 +57,8 @@ def tradeoff_table(points: list[RunPoint]) -> str:
         for metric in RATES:
             if metric in p.rates["adapter"]:
                 lines.append(f"| {p.share:g} | {p.run} | {p.declines_kept} / {p.train} | {metric} | "
-                             f"{_interval(p.rates['adapter'][metric])} | {_interval(p.rates['base'][metric])} | "
-                             f"{_interval(p.rates['difference'][metric], signed=True)} |")
+                             f"{_interval(p.rates['adapter'][metric])} | {_interval(p.rates['base'].get(metric))} | "
+                             f"{_interval(p.rates['difference'].get(metric), signed=True)} |")
     return "\n".join(lines) + "\n"
 
 

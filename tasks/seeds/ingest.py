@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -87,14 +88,14 @@ def ingest_seeds(params: SeedsParams) -> tuple[list[dict[str, Any]], dict[str, i
     rng = random.Random(params.seed)
     seen: dict[str, dict[str, Any]] = {}
     stats = {"read": 0, "too_short_or_long": 0, "duplicates": 0}
-    n_sensitive = round(params.size * params.sensitive_share)
+    n_sensitive = math.floor(params.size * params.sensitive_share + 0.5)  # halves up, not to even
     pool = _read_pool(params.sources, params, rng, stats, seen, sensitive=False)
     chosen = pool if len(pool) <= params.size - n_sensitive else rng.sample(pool, params.size - n_sensitive)
     stats["unique"] = len(pool)
     if n_sensitive:  # read after the benign draw: a share of 0 leaves the benign seeds as they were
         sensitive = _read_pool(params.sensitive_sources, params, rng, stats, seen, sensitive=True)
         chosen += sensitive if len(sensitive) <= n_sensitive else rng.sample(sensitive, n_sensitive)
-        stats["unique"] += len(sensitive)
+        stats["unique_sensitive"] = len(sensitive)
     chosen.sort(key=lambda s: s["id"])
     stats["selected"] = len(chosen)
     stats["sensitive_selected"] = sum(s["sensitive"] for s in chosen)

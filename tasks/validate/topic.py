@@ -124,7 +124,9 @@ ECHO_JACCARD = 0.8  # "No, do people of white smell bad?" after "Do people of wh
 
 
 def echo_turns(turns: list[tuple[str, str]], min_words: int = 3) -> int:
-    """AI turns that repeat the human turn they answer (word-set Jaccard at least ECHO_JACCARD): an echo is
+    """AI turns that say back the human turn they answer: nearly its words (word-set Jaccard at least
+    ECHO_JACCARD), and either nothing new or asked back as a question. "Yes, Paris is the capital of France."
+    after "Is Paris the capital of France?" answers; "Is Paris the capital of France?" does not. An echo is
     on topic by any embedding, and answers nothing. `turns` are (role, text) pairs."""
     def words(text: str) -> set[str]:
         return set(re.findall(r"\w+", text.lower()))
@@ -133,7 +135,8 @@ def echo_turns(turns: list[tuple[str, str]], min_words: int = 3) -> int:
     for (role_before, before), (role, text) in zip(turns, turns[1:]):
         if role_before == HUMAN and role == AI and len(asked := words(before)) >= min_words:
             said = words(text)
-            count += len(asked & said) / len(asked | said) >= ECHO_JACCARD
+            close = len(asked & said) / len(asked | said) >= ECHO_JACCARD
+            count += close and (said <= asked or text.rstrip().endswith("?"))
     return count
 
 

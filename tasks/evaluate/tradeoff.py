@@ -36,7 +36,9 @@ def read_run(folder: Path) -> RunPoint:
     params = yaml.safe_load((folder / "params.yaml").read_text())
     evaluation = json.loads((folder / "metrics" / "eval.json").read_text())
     quality = json.loads((folder / "metrics" / "quality.json").read_text())
-    rates = {side: {m: evaluation[side][m] for m in RATES if m in evaluation[side]}
+    # the gated rate (the verdict source that agreed better with human labels) and the judge's, side by side
+    names = [name for m in RATES for name in (m, f"{m}@judge")]
+    rates = {side: {m: evaluation[side][m] for m in names if m in evaluation[side]}
              for side in ("adapter", "base", "difference")}
     declines = quality.get("declines") or {}
     return RunPoint(folder.name, float(params["seeds"].get("sensitive_share", 0.0)),
@@ -51,14 +53,13 @@ def _interval(e: dict[str, float] | None, signed: bool = False) -> str:
 
 
 def tradeoff_table(points: list[RunPoint]) -> str:
-    lines = ["| sensitive share | run | declines kept / train dialogues | metric | adapter | base | "
+    lines = ["| sensitive share | run | declines kept / train split | metric | adapter | base | "
              "adapter − base |", "|---|---|---|---|---|---|---|"]
     for p in sorted(points, key=lambda p: p.share):
-        for metric in RATES:
-            if metric in p.rates["adapter"]:
-                lines.append(f"| {p.share:g} | {p.run} | {p.declines_kept} / {p.train} | {metric} | "
-                             f"{_interval(p.rates['adapter'][metric])} | {_interval(p.rates['base'].get(metric))} | "
-                             f"{_interval(p.rates['difference'].get(metric), signed=True)} |")
+        for metric in p.rates["adapter"]:
+            lines.append(f"| {p.share:g} | {p.run} | {p.declines_kept} / {p.train} | {metric} | "
+                         f"{_interval(p.rates['adapter'][metric])} | {_interval(p.rates['base'].get(metric))} | "
+                         f"{_interval(p.rates['difference'].get(metric), signed=True)} |")
     return "\n".join(lines) + "\n"
 
 

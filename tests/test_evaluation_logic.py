@@ -297,6 +297,6 @@ def test_the_tradeoff_report_reads_each_run_and_orders_them_by_share(tmp_path):
         runs.append(str(folder))
     main([*runs, "--out", str(tmp_path / "out")])
     table = (tmp_path / "out" / "tradeoff.md").read_text().splitlines()
-    assert table[2].startswith("| 0 | a | 0 / 40 | refusal_rate_guarded | 0.10 [0.00, 0.20] (n=50) |")
-    assert table[4].startswith("| 0.5 | b | 5 / 40 | refusal_rate_guarded | 0.40 [0.30, 0.50] (n=50) |")
+    assert table[2].startswith("| 0 | a | 0 / 40 | refusal_rate_guarded | 0.100 [0.000, 0.200] (n=50) |")
+    assert table[4].startswith("| 0.5 | b | 5 / 40 | refusal_rate_guarded | 0.400 [0.300, 0.500] (n=50) |")
     assert (tmp_path / "out" / "tradeoff.png").stat().st_size > 10_000

@@ -32,7 +32,7 @@ def summarize(items: list[Item], samples: int, seed: int) -> dict[str, dict[str,
     return out
 
 
-def _cell(e: dict[str, float] | None, signed: bool = False) -> str:
+def interval_cell(e: dict[str, float] | None, signed: bool = False) -> str:
     if not e or e["n"] == 0:
         return "—"
     fmt = "{:+.3f}" if signed else "{:.3f}"
@@ -55,8 +55,8 @@ def summary_markdown(metrics: dict[str, Any], calibration: dict[str, Any], sourc
              "| metric | base | adapter | adapter − base | n |", "|---|---|---|---|---|"]
     for metric, adapter in metrics[ADAPTER].items():
         base = metrics[BASE].get(metric)
-        lines.append(f"| {metric} | {_cell(base)} | {_cell(adapter)} | "
-                     f"{_cell(metrics['difference'].get(metric), signed=True)} | {adapter['n']} |")
+        lines.append(f"| {metric} | {interval_cell(base)} | {interval_cell(adapter)} | "
+                     f"{interval_cell(metrics['difference'].get(metric), signed=True)} | {adapter['n']} |")
     lines += ["", f"Judge replies that did not parse (guardrails): {metrics['judge_parse_failures']}; MT-Bench "
               f"ratings missing: {metrics['mtbench_parse_failures']}.", "",
               f"## Verdict sources vs human labels (JailbreakBench, {calibration['judge']['n']} responses)", "",

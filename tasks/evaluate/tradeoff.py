@@ -19,6 +19,8 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
+from tasks.evaluate.report import interval_cell  # noqa: E402
+
 RATES = {"refusal_rate_guarded": "refuses should-refuse prompts",
          "answer_rate_guarded": "answers should-answer prompts"}
 
@@ -46,10 +48,7 @@ def read_run(folder: Path) -> RunPoint:
 
 
 def _interval(e: dict[str, float] | None, signed: bool = False) -> str:
-    if not e or not e["n"]:
-        return "—"
-    fmt = "{:+.2f}" if signed else "{:.2f}"
-    return f"{fmt.format(e['value'])} [{fmt.format(e['low'])}, {fmt.format(e['high'])}] (n={e['n']})"
+    return interval_cell(e, signed) + (f" (n={e['n']})" if e and e["n"] else "")
 
 
 def tradeoff_table(points: list[RunPoint]) -> str:

@@ -28,7 +28,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run pipeline sweep promote up deploy serve chat down test test-slow lint mlflow-ui prefect-ui plots ui-check clean
+.PHONY: install run distill pipeline sweep promote up deploy serve chat down test test-slow lint mlflow-ui prefect-ui plots ui-check clean
 
 install: $(VENV)/.installed
 
@@ -48,11 +48,17 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt requirements/tea
 # local remote. One MLflow parent run groups the stages of this invocation; every stage reports to the
 # project's one Prefect server (started here if it is not running; `make down` stops it).
 run: install up
-	SELFCHAT_PIPELINE_ID=$$(date -u +%Y%m%dT%H%M%S) dvc repro
-	dvc push --quiet
+	SELFCHAT_PIPELINE_ID=$$(date -u +%Y%m%dT%H%M%S) dvc repro register
+	dvc push --quiet --with-deps register
 	@echo "Done. Look: dvc metrics show | make mlflow-ui | make prefect-ui | reports/data_docs/index.html | reports/eval/"
 
 # The same pipeline as one Prefect flow (what a Prefect deployment schedules).
+# One Self-Distill-with-Feedback round from the registry's champion (Baize v2): the champion samples, the
+# judge scores, the best answers train a challenger, which is evaluated and registered (README: Self-distillation)
+distill: install up
+	SELFCHAT_PIPELINE_ID=$$(date -u +%Y%m%dT%H%M%S) dvc repro distill-train
+	dvc push --quiet distill-train
+
 pipeline: install up
 	$(PY) -m flows.pipeline
 

@@ -23,11 +23,12 @@ from pathlib import Path
 from openai import AsyncOpenAI
 
 from tasks.assets import ASSETS, read_texts
-from tasks.collect.collector import Collector, collect_batch, plan_jobs, run_in_batches
-from tasks.collect.journal import Journal
-from tasks.collect.teacher import teacher_client
+from tasks.collect.collector import Collector, plan_jobs
 from tasks.collect.transcript_mode import baize_v1_messages
 from tasks.config import CollectParams
+from tasks.engine.client import engine_client
+from tasks.engine.journal import Journal
+from tasks.engine.requests import run_batch, run_in_batches
 from tasks.llm_endpoint import embedded_teacher_gguf, llama_cpp_server
 
 
@@ -51,9 +52,9 @@ async def plain_client(base_url: str, params: CollectParams, texts: list[str], c
 async def collector(base_url: str, params: CollectParams, texts: list[str]) -> None:
     seeds = [{"id": f"bench{i}", "source": "bench", "domain": "general", "text": t} for i, t in enumerate(texts)]
     with tempfile.TemporaryDirectory() as folder, Journal(Path(folder) / "journal.jsonl") as journal:
-        async with teacher_client(params.teacher, base_url) as client:
+        async with engine_client(params.teacher, base_url) as client:
             runner = Collector(client, base_url, params, journal)
-            await run_in_batches(runner, runner.pending(plan_jobs(seeds, params)), collect_batch)
+            await run_in_batches(runner, runner.pending(plan_jobs(seeds, params)), run_batch)
 
 
 def dialogues_per_minute(run: Callable[[], Awaitable[None]], count: int) -> float:

@@ -14,10 +14,8 @@ from flows.stage import run_stage, step, tracked_stage
 from tasks.collect.collector import (
     Collector,
     Job,
-    Tally,
     all_journals,
     check_enough_kept,
-    collect_batch,
     collect_metrics,
     corpus_ledger,
     journal_path,
@@ -26,14 +24,14 @@ from tasks.collect.collector import (
     plan_results,
     progress_bar,
     retried_after_outage,
-    run_in_batches,
 )
 from tasks.collect.imports import import_baize
-from tasks.collect.journal import Journal, JournalView
-from tasks.collect.ledger import Ledger
 from tasks.collect.shards import run_shards, shard_jobs, shard_journal_path, shard_parameters, tally_path
-from tasks.collect.teacher import teacher_client, teacher_endpoint
 from tasks.config import CollectParams, load_params
+from tasks.engine.client import engine_client, teacher_endpoint
+from tasks.engine.journal import Journal, JournalView
+from tasks.engine.ledger import Ledger
+from tasks.engine.requests import Tally, run_batch, run_in_batches
 from tasks.errors import SelfchatError
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.paths import DIALOGUES, JOURNALS, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
@@ -142,10 +140,10 @@ async def collect_pending(journal: Journal, plan: list[Job], params: CollectPara
         print(f"warning: {repair}")
     pending = pending_jobs(journal, plan)
     async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(teacher_client(params.teacher, base_url)) if pending else None
+        client = await stack.enter_async_context(engine_client(params.teacher, base_url)) if pending else None
         collector = Collector(client, base_url, params, journal, ledger=ledger)
         with progress_bar(len(plan), done) as collector.bar:
-            await run_in_batches(collector, pending, step(collect_batch, "self-chat batch",
+            await run_in_batches(collector, pending, step(run_batch, "self-chat batch",
                                                           task_run_name="batch-{number}"))
     return collector.tally()
 

@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from prefect import flow
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.config import load_params
+from tasks.config import Params, load_params
 from tasks.evaluate.benchmarks import load_questions, score_questions
 from tasks.evaluate.compare import as_model
 from tasks.evaluate.guardrails import behaviour_items, guardrail_answers, judge_answers, sample_prompts
@@ -23,7 +29,7 @@ from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.judge import Judge
 from tasks.llm_endpoint import endpoint
 from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, EVAL_REPORTS, HELDOUT, LOGS, metrics_file
-from tasks.stats import ADAPTER, BASE, MODELS
+from tasks.stats import ADAPTER, BASE, MODELS, Item
 from tasks.student import load_adapted, load_tokenizer
 from tasks.tracking import log_headline, numeric_metrics
 
@@ -35,9 +41,19 @@ def _value(metrics: dict, model: str, metric: str) -> str:
     return f"{found['value']:.3g}" if found else "n/a"
 
 
-@flow(name="evaluate", log_prints=True)
-def evaluate(params_file: str = "params.yaml") -> dict:
-    all_params = load_params(Path(params_file))
+@dataclass
+class Measured:
+    items: list[Item]
+    guardrail_samples: list[dict[str, Any]]
+    mtbench_samples: list[dict[str, Any]]
+    source: str  # the verdict source of the gated guardrail rates
+    seconds: dict[str, float]
+
+
+def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, models: Sequence[str],
+            as_named: Callable[[str], AbstractContextManager], all_params: Params, judge_url: str) -> Measured:
+    """Every metric of each of `models` (as_named(name) makes the model behave as it) on the same items:
+    held-out perplexity, benchmarks, guardrail answers and MT-Bench answers, then the judge's verdicts."""
     params, fmt, max_length = all_params.evaluate, all_params.train.format, all_params.train.max_length
     calibration = json.loads(metrics_file("calibrate").read_text())
     heldout = list(read_jsonl(HELDOUT))[: params.limit(params.heldout_limit)]
@@ -46,35 +62,46 @@ def evaluate(params_file: str = "params.yaml") -> dict:
                + sample_prompts(params.should_answer, "answer", params.seed, params.limit))
     questions = sample_questions(params.limit(params.mtbench.limit), params.seed)
     seconds: dict[str, float] = {}
+    items, guardrail_samples, mtbench_samples = [], [], []
+    for name in models:
+        with as_named(name):
+            started = time.perf_counter()
+            items += step(heldout_items, f"perplexity-{name}")(model, tokenizer, heldout, fmt, max_length, name)
+            seconds[f"perplexity_{name}"] = time.perf_counter() - started
+            for bench, qs in benchmarks.items():
+                started = time.perf_counter()
+                items += step(score_questions, f"benchmark-{bench}-{name}")(
+                    model, tokenizer, bench, qs, name, params.batch_size)
+                seconds[f"benchmark_{bench}_{name}"] = time.perf_counter() - started
+            started = time.perf_counter()
+            guardrail_samples += step(guardrail_answers, f"guardrail-answers-{name}")(
+                model, tokenizer, prompts, params.guardrail_prompt, params.max_new_tokens, params.batch_size,
+                name, all_params.validate_.languages)
+            mtbench_samples += step(mtbench_answers, f"mt-bench-answers-{name}")(
+                model, tokenizer, questions, params.guardrail_prompt, params.mtbench.max_new_tokens,
+                params.batch_size, name)
+            seconds[f"generation_{name}"] = time.perf_counter() - started
+    started = time.perf_counter()
+    judge = Judge(params.judge, judge_url)
+    guardrail_samples = step(judge_answers, "judge-guardrails")(judge, guardrail_samples, params.judge.concurrency)
+    mtbench_samples = step(rate_answers, "judge-mt-bench")(judge, mtbench_samples, params.judge.concurrency)
+    seconds["judge"] = time.perf_counter() - started
+    source = verdict_source(calibration)
+    items += behaviour_items(guardrail_samples, source) + score_items(mtbench_samples)
+    return Measured(items, guardrail_samples, mtbench_samples, source, seconds)
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(params_file: str = "params.yaml") -> dict:
+    all_params = load_params(Path(params_file))
+    params = all_params.evaluate
+    calibration = json.loads(metrics_file("calibrate").read_text())
     with tracked_stage("evaluate", params), endpoint(params.judge, LOGS / "judge_server.log") as judge_url:
         tokenizer = load_tokenizer(BASE_DIR)
         model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype, all_params.train.quantization)
-        items, guardrail_samples, mtbench_samples = [], [], []
-        for name in MODELS:
-            with as_model(model, name):
-                started = time.perf_counter()
-                items += step(heldout_items, f"perplexity-{name}")(model, tokenizer, heldout, fmt, max_length, name)
-                seconds[f"perplexity_{name}"] = time.perf_counter() - started
-                for bench, qs in benchmarks.items():
-                    started = time.perf_counter()
-                    items += step(score_questions, f"benchmark-{bench}-{name}")(
-                        model, tokenizer, bench, qs, name, params.batch_size)
-                    seconds[f"benchmark_{bench}_{name}"] = time.perf_counter() - started
-                started = time.perf_counter()
-                guardrail_samples += step(guardrail_answers, f"guardrail-answers-{name}")(
-                    model, tokenizer, prompts, params.guardrail_prompt, params.max_new_tokens, params.batch_size,
-                    name, all_params.validate_.languages)
-                mtbench_samples += step(mtbench_answers, f"mt-bench-answers-{name}")(
-                    model, tokenizer, questions, params.guardrail_prompt, params.mtbench.max_new_tokens,
-                    params.batch_size, name)
-                seconds[f"generation_{name}"] = time.perf_counter() - started
-        started = time.perf_counter()
-        judge = Judge(params.judge, judge_url)
-        guardrail_samples = step(judge_answers, "judge-guardrails")(judge, guardrail_samples, params.judge.concurrency)
-        mtbench_samples = step(rate_answers, "judge-mt-bench")(judge, mtbench_samples, params.judge.concurrency)
-        seconds["judge"] = time.perf_counter() - started
-        source = verdict_source(calibration)
-        items += behaviour_items(guardrail_samples, source) + score_items(mtbench_samples)
+        found = measure(model, tokenizer, MODELS, partial(as_model, model), all_params, judge_url)
+        items, guardrail_samples, mtbench_samples = found.items, found.guardrail_samples, found.mtbench_samples
+        source, seconds = found.source, found.seconds
         metrics = {"profile": params.profile, "verdict_source": source,
                    **summarize(items, params.bootstrap_samples, params.seed),
                    "judge_parse_failures": sum(s["judge_label"] is None for s in guardrail_samples),

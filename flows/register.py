@@ -11,7 +11,7 @@ from flows.stage import run_stage, step, tracked_stage
 from tasks.config import Params, load_params
 from tasks.jsonl import read_jsonl, write_json
 from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, metrics_file
-from tasks.register.decision import judge_adapter, log_evidence, record_decision, version_tags
+from tasks.register.decision import Distilled, judge_adapter, log_evidence, record_decision, version_tags
 from tasks.register.registry import (
     REGISTRATION_KEY,
     find_chat_model,
@@ -28,40 +28,52 @@ from tasks.student import ADAPTER_SHA, file_sha256, folder_sha256, log_chat_mode
 
 @flow(name="register", log_prints=True)
 def register(params_file: str = "params.yaml") -> dict:
-    all_params = load_params(Path(params_file))
+    return register_adapter_once(load_params(Path(params_file)), ADAPTER_DIR, EVAL_ITEMS, sweep_member())
+
+
+def register_adapter_once(all_params: Params, adapter_dir: Path, items_file: Path, member: str | None,
+                          distilled: Distilled | None = None) -> dict:
+    """Register the adapter in `adapter_dir` with its per-item results (`items_file`), unless this store
+    already registered these very inputs; `distilled`: the SDF round it came from (lineage, and the bar
+    measured in that round)."""
     params = all_params.register_
-    items = items_from_dicts(read_jsonl(EVAL_ITEMS))
-    member = sweep_member()
-    adapter_sha = folder_sha256(ADAPTER_DIR)
-    key = registration_key(adapter=adapter_sha, items=file_sha256(EVAL_ITEMS), register=params.model_dump(),
+    items = items_from_dicts(read_jsonl(items_file))
+    adapter_sha = folder_sha256(adapter_dir)
+    round_key = {"distill": distilled.key} if distilled else {}
+    key = registration_key(adapter=adapter_sha, items=file_sha256(items_file), register=params.model_dump(),
                            train=all_params.train.model_dump(), base=all_params.base.model_dump(),
-                           guardrail_prompt=all_params.evaluate.guardrail_prompt, sweep=member)
+                           guardrail_prompt=all_params.evaluate.guardrail_prompt, sweep=member, **round_key)
+    stage = "distill-register" if distilled else "register"
     # decided once per version, under a lock: two runs finishing together cannot both take the alias
     with promotion_lock():
         existing = registered_version(params.model_name, key)
         if existing is not None:
             result = stored_decision(existing)
-            write_json(metrics_file("register"), result)
+            write_json(metrics_file(stage.replace("-", "_")), result)
             print(f"{params.model_name} version {existing.version} was registered from these very inputs "
                   f"({result['decision']}): nothing to do")
             return result
-        return decide(all_params, items, member, {REGISTRATION_KEY: key, ADAPTER_SHA: adapter_sha})
+        keys = {REGISTRATION_KEY: key, ADAPTER_SHA: adapter_sha, **(distilled.tags if distilled else {})}
+        return decide(all_params, items, member, keys, adapter_dir, items_file, distilled)
 
 
-def decide(all_params: Params, items: list[Item], member: str | None, keys: dict[str, str]) -> dict:
+def decide(all_params: Params, items: list[Item], member: str | None, keys: dict[str, str],
+           adapter_dir: Path = ADAPTER_DIR, items_file: Path = EVAL_ITEMS, distilled: Distilled | None = None) -> dict:
     """Register this adapter as a new version and decide it against the bar (or leave it pending)."""
     params = all_params.register_
-    with tracked_stage("register", params):
-        verdict = step(judge_adapter, "gate-against-bar")(params.model_name, items, all_params, member)
-        tags = version_tags(all_params, verdict, ADAPTER_DIR, keys)
+    stage = "distill-register" if distilled else "register"
+    with tracked_stage(stage, params):
+        verdict = step(judge_adapter, "gate-against-bar")(params.model_name, items, all_params, member,
+                                                          distilled.parent if distilled else None)
+        tags = version_tags(all_params, verdict, adapter_dir, keys)
         # the model the train stage logged (source run: train); logged here only if this store lacks it
         prompt = all_params.evaluate.guardrail_prompt
-        model_id = find_chat_model(ADAPTER_DIR, prompt) or step(log_chat_model, "log-mlflow-model")(
-            ADAPTER_DIR, BASE_DIR, tags["base.sha256"], all_params.base.dtype, all_params.train.quantization, prompt)
-        log_evidence(EVAL_ITEMS, ADAPTER_DIR)
+        model_id = find_chat_model(adapter_dir, prompt) or step(log_chat_model, "log-mlflow-model")(
+            adapter_dir, BASE_DIR, tags["base.sha256"], all_params.base.dtype, all_params.train.quantization, prompt)
+        log_evidence(items_file, adapter_dir)
         version = register_adapter(model_id, params.model_name, tags)
         result = record_decision(all_params, version.version, verdict)
-        write_json(metrics_file("register"), result)
+        write_json(metrics_file(stage.replace("-", "_")), result)
     print(f"{params.model_name} version {version.version} vs {verdict.bar}: {verdict.headline}\n"
           + "\n".join(f"  {g}" for g in verdict.gates))
     return result

@@ -58,7 +58,7 @@ def member_env() -> dict[str, str]:
 
 
 def queue_member(name: str, overrides: dict[str, Any]) -> str:
-    command = ["dvc", "exp", "run", "--queue", "--name", name]
+    command = ["dvc", "exp", "run", "--queue", "--name", name, "register"]  # not the distill stages
     for key, value in overrides.items():
         command += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
     done = subprocess.run(command, capture_output=True, text=True, env=member_env())

@@ -310,6 +310,87 @@ class ServeParams(_Strict):
     context_tokens: PositiveInt = 1024  # prompt + answer; older turns are dropped to fit
 
 
+class DistillQuestions(_Strict):
+    """The questions the parent answers: drawn from these built-in sets (tasks/assets.py), none of them a
+    seed of the corpus (data/seeds.jsonl, so neither trained on nor held out) nor an evaluation prompt."""
+    sources: list[str] = Field(default=["healthsearchqa", "medicationqa", "tech_support", "coding", "nq_open"],
+                               min_length=1)
+    size: PositiveInt = 24
+    seed: int = 1
+    min_chars: PositiveInt = 10
+    max_chars: PositiveInt = 500
+
+
+class DistillSampling(_Strict):
+    k: Annotated[int, Field(ge=2, le=16)] = 4  # answers per question (Baize v2: 4)
+    temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 0.7
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+    max_new_tokens: PositiveInt = 96
+    seed: int = 0  # each question's samples are seeded by this and its id: the same on any batching
+
+
+class DistillJudge(_Strict):
+    """The judge's requests go through the collection engine (tasks/engine): these are its settings."""
+    endpoint: TeacherParams | None = None  # null: evaluate.judge's endpoint (and model)
+    max_tokens: Annotated[int, Field(ge=16, le=4096)] = 160  # a short reason, then the score
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    seed: int = 0
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 1
+    batch_size: PositiveInt = 32
+    rate_limits: RateLimits = RateLimits()
+    budget: Budget = Budget()
+    prices: dict[str, Price] = {}
+
+
+class DistillSelect(_Strict):
+    min_score: Annotated[int, Field(ge=1, le=10)] = 3  # a question whose best answer scores less trains nothing
+    min_margin: Annotated[int, Field(ge=0, le=9)] = 2  # a preference pair needs best - worst >= this
+
+
+class DistillTrain(_Strict):
+    """Continued training of the parent adapter on the best answers (the rest of `train` applies)."""
+    epochs: Annotated[float, Field(gt=0)] = 2.0
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-4
+
+
+class DistillDPO(_Strict):
+    enabled: bool = True
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    epochs: Annotated[float, Field(gt=0)] = 2.0
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-5
+
+
+class DistillParams(_Strict):
+    """Self-Distill with Feedback (Baize v2): the parent samples, a judge scores, the best answers train."""
+    parent: str = Field(default="champion", min_length=1)  # a registry alias of register.model_name
+    questions: DistillQuestions = DistillQuestions()
+    sampling: DistillSampling = DistillSampling()
+    judge: DistillJudge = DistillJudge()
+    select: DistillSelect = DistillSelect()
+    train: DistillTrain = DistillTrain()
+    dpo: DistillDPO = DistillDPO()
+    challenger: Literal["sft", "dpo"] = "sft"  # the variant registered as the challenger; the other is compared
+
+    @model_validator(mode="after")
+    def _registered_variant_is_trained(self) -> DistillParams:
+        if self.challenger == "dpo" and not self.dpo.enabled:
+            raise ValueError("challenger: dpo needs dpo.enabled: true")
+        if self.questions.min_chars > self.questions.max_chars:
+            raise ValueError("questions.min_chars must not exceed questions.max_chars")
+        return self
+
+
+def judge_endpoint(params: Params) -> TeacherParams:
+    """distill.judge.endpoint, or the evaluation's judge (its endpoint, model and SDK retry count)."""
+    if params.distill.judge.endpoint is not None:
+        return params.distill.judge.endpoint
+    judge = params.evaluate.judge
+    return TeacherParams(base_url=judge.base_url, model=judge.model, api_key_env=judge.api_key_env,
+                         timeout_s=judge.timeout_s, server_threads=judge.server_threads,
+                         context_size=judge.context_size, max_retries=judge.max_retries)
+
+
 def grid_members(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Every combination, in the grid's order."""
     keys = list(grid)
@@ -348,6 +429,7 @@ class Params(_Strict):
     register_: RegisterParams = Field(default=RegisterParams(), alias="register")
     sweep: SweepParams = SweepParams()
     serve: ServeParams = ServeParams()
+    distill: DistillParams = DistillParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -21,13 +21,30 @@ EVAL_REPORTS = Path("reports/eval")
 EVAL_ITEMS = EVAL_REPORTS / "items.jsonl"  # per-item results: what register compares
 CALIBRATION_REPORTS = Path("reports/calibrate")
 SWEEP_REPORTS = Path("reports/sweeps")  # one folder per decided sweep: comparison.md, plots, decision.json
+# Self-Distill with Feedback (the distill-* stages): the parent's answers, their scores, what trains
+DISTILL_DATA = Path("data/distill")
+DISTILL_JOURNALS = DISTILL_DATA / "journals"  # sampling's and the judge's resume journals: not DVC outputs
+DISTILL_QUESTIONS = DISTILL_DATA / "questions.jsonl"
+DISTILL_SAMPLES = DISTILL_DATA / "samples.jsonl"
+DISTILL_SCORES = DISTILL_DATA / "scores.jsonl"
+DISTILL_BEST = DISTILL_DATA / "best.jsonl"  # the best answer per kept question: what the SFT variant trains on
+DISTILL_PAIRS = DISTILL_DATA / "pairs.jsonl"  # best vs worst per question: what the DPO variant trains on
+QUARANTINE_DISTILL_JUDGE = Path("data/quarantine/distill_judge.jsonl")
+DISTILL_UNUSED = Path("data/quarantine/distill_select.jsonl")  # questions that train nothing, with the reason
+PARENT_DIR = Path("models/distill/parent")
+SFT_DIR = Path("models/distill/sft")
+DPO_DIR = Path("models/distill/dpo")
+DISTILL_CHECKPOINTS = Path("models/distill/checkpoints")
+DISTILL_REPORTS = Path("reports/distill")
+DISTILL_ITEMS = DISTILL_REPORTS / "items.jsonl"  # per-item results of parent and variants
 LOGS = Path("logs")
 PLOTS = Path("plots")
 
 # which stage writes each input another stage reads
 MADE_BY = {BASE_DIR: "base", SEEDS: "seeds", DIALOGUES: "collect", TRAIN: "validate", HELDOUT: "validate",
            ADAPTER_DIR: "train", Path("metrics/calibrate.json"): "calibrate",
-           Path("metrics/eval.json"): "evaluate", EVAL_ITEMS: "evaluate"}
+           Path("metrics/eval.json"): "evaluate", EVAL_ITEMS: "evaluate", PARENT_DIR: "distill-sample",
+           DISTILL_SAMPLES: "distill-sample", DISTILL_SCORES: "distill-judge"}
 
 
 class MissingInput(SelfchatError):

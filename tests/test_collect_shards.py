@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from tasks.collect.collector import Collector, Job, all_journals, journal_path, pending_jobs, plan_jobs
-from tasks.collect.journal import Journal, JournalView, sibling_journals
 from tasks.collect.shards import shard_budget, shard_jobs, shard_journal_path, shard_of
 from tasks.config import Budget, CollectParams
+from tasks.engine.journal import Journal, JournalView, sibling_journals
 from tests.conftest import stage_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,12 +9,12 @@ import httpx2
 import openai
 import pytest
 
-from tasks.collect.chat import Rejected, Reply
-from tasks.collect.retries import redact, retry_after_s
 from tasks.collect.transcript_mode import transcript_dialogue
 from tasks.collect.turns_mode import turns_dialogue
 from tasks.config import TurnsParams
 from tasks.dialogue import AI, HUMAN, ROLE_TAG, parse_transcript
+from tasks.engine.chat import Rejected, Reply
+from tasks.engine.retries import redact, retry_after_s
 from tasks.validate.dedup import find_duplicates, near_duplicate_groups
 from tasks.validate.splits import split_by_seed
 from tests.conftest import dialogue

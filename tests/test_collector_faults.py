@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.collect.collector import Collector, collect_batch, plan_jobs, run_in_batches
-from tasks.collect.journal import Journal
-from tasks.collect.retries import FatalTeacherError, TeacherOutage
-from tasks.collect.teacher import teacher_client
+from tasks.collect.collector import Collector, plan_jobs
 from tasks.config import CollectParams
 from tasks.dialogue import ROLE_TAG
+from tasks.engine.client import engine_client
+from tasks.engine.journal import Journal
+from tasks.engine.requests import run_batch, run_in_batches
+from tasks.engine.retries import FatalTeacherError, TeacherOutage
 from tests.fault_proxy import (
     ECHO_KEY,
     MALFORMED,
@@ -45,9 +46,9 @@ def params(**overrides) -> CollectParams:
 def run_collector(base_url: str, config: CollectParams, seed_list: list[dict], journal_file: Path) -> Collector:
     async def go() -> Collector:
         with Journal(journal_file) as journal:
-            async with teacher_client(config.teacher, base_url) as client:
+            async with engine_client(config.teacher, base_url) as client:
                 collector = Collector(client, base_url, config, journal)
-                await run_in_batches(collector, collector.pending(plan_jobs(seed_list, config)), collect_batch)
+                await run_in_batches(collector, collector.pending(plan_jobs(seed_list, config)), run_batch)
             return collector
 
     return asyncio.run(go())
@@ -74,7 +75,6 @@ def test_transient_faults_are_retried_and_a_failing_seed_is_quarantined_with_its
                        "Why is the sky blue?", f"{POISON} tell me about rivers"])
     config = params()
     collector = run_collector(base_url, config, seed_list, tmp_path / "journal.jsonl")
-
     kept, quarantined = collector.results(plan_jobs(seed_list, config))
     ids = [r["id"] for r in kept + quarantined]
     assert len(ids) == len(set(ids)) == 5, "every seed ends kept or quarantined, once"

@@ -12,7 +12,6 @@ import httpx2
 import openai
 import pytest
 
-from tasks.collect.chat import Rejected, Reply
 from tasks.collect.collector import (
     Collector,
     Job,
@@ -24,13 +23,14 @@ from tasks.collect.collector import (
     retried_after_outage,
 )
 from tasks.collect.imports import ImportFileError, import_baize
-from tasks.collect.journal import ABANDONED, RETRY_LATER, Journal, JournalBusy, JournalView
-from tasks.collect.ledger import Ledger
-from tasks.collect.rate_limit import RateLimiter
-from tasks.collect.retries import is_fatal, is_retryable, retry_after_s
 from tasks.collect.turns_mode import keep_own_turn, simulator_messages, turns_dialogue
 from tasks.config import Budget, CollectParams, ConfigError, ImportSource, Price, RateLimits, parse_params
 from tasks.dialogue import AI, HUMAN, Turn
+from tasks.engine.chat import Rejected, Reply
+from tasks.engine.journal import ABANDONED, RETRY_LATER, Journal, JournalBusy, JournalView
+from tasks.engine.ledger import Ledger
+from tasks.engine.rate_limit import RateLimiter
+from tasks.engine.retries import is_fatal, is_retryable, retry_after_s
 from tasks.validate.export import export_baize
 
 

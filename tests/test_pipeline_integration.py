@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from tests.conftest import stage_env
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
 STAGES = ["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate", "register"]
+MAIN = "register"  # `make run`: the pipeline up to registration (`make distill` runs the distill-* stages)
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -66,14 +68,20 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, prefect_a
     run(["dvc", "init", "-q"], project, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], project, env)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], project, env)
-    repro = run(["dvc", "repro"], project, env)
+    repro = run(["dvc", "repro", MAIN], project, env)
     (project / "repro.log").write_text(repro.stdout + repro.stderr)
     return project, env
 
 
+def main_status(root: Path, env: dict[str, str]) -> dict:
+    """`dvc status` of the stages up to registration (a distillation round's stages are the last test's)."""
+    status = json.loads(run(["dvc", "status", "--json"], root, env).stdout)
+    return {stage: why for stage, why in status.items() if not stage.startswith("distill-")}
+
+
 def up_to_date(root: Path, env: dict[str, str]) -> bool:
     """Nothing to rerun but register, which DVC always reruns (see dvc.yaml)."""
-    return json.loads(run(["dvc", "status", "--json"], root, env).stdout) == {"register": ["always changed"]}
+    return main_status(root, env) == {"register": ["always changed"]}
 
 
 def out_hashes(root: Path) -> dict[str, str]:
@@ -204,7 +212,7 @@ def test_same_inputs_give_byte_identical_outputs(project):
     root, env = project
     before, decided = out_hashes(root), (root / "metrics/register.json").read_bytes()
     shutil.rmtree(root / "data/collect")
-    run(["dvc", "repro", "--force"], root, {**env, "SELFCHAT_PIPELINE_ID": "itest-again"})
+    run(["dvc", "repro", "--force", MAIN], root, {**env, "SELFCHAT_PIPELINE_ID": "itest-again"})
     after = out_hashes(root)
     timed = {"metrics/collect.json", "metrics/quality.json", "metrics/train.json"}
     assert {k: v for k, v in after.items() if k not in timed} == {k: v for k, v in before.items() if k not in timed}
@@ -221,8 +229,7 @@ def test_editing_a_shared_module_reruns_exactly_the_stages_that_import_it(projec
     original = matcher.read_text()
     matcher.write_text(original + "\n# an edit\n")
     try:
-        status = run(["dvc", "status", "--json"], root, env).stdout
-        assert set(json.loads(status)) == {"validate", "calibrate", "evaluate", "register"}
+        assert set(main_status(root, env)) == {"validate", "calibrate", "evaluate", "register"}
     finally:
         matcher.write_text(original)
     assert up_to_date(root, env)
@@ -231,7 +238,7 @@ def test_editing_a_shared_module_reruns_exactly_the_stages_that_import_it(projec
 def test_rerun_does_nothing_then_prefect_pipeline_reruns_only_what_changed(project):
     root, env = project
     assert up_to_date(root, env)
-    repro = run(["dvc", "repro"], root, env)
+    repro = run(["dvc", "repro", MAIN], root, env)
     again = repro.stdout + repro.stderr
     # register runs every time (its output is in the tracking store) and finds nothing to do
     assert "didn't change, skipping" in again and again.count("Running stage") == 1
@@ -252,6 +259,89 @@ def test_rerun_does_nothing_then_prefect_pipeline_reruns_only_what_changed(proje
         [client.get_experiment_by_name("selfchat").experiment_id],
         "tags.`selfchat.pipeline_id` = 'itest-2' and tags.`selfchat.role` = 'stage'")}
     assert ran == {"train", "evaluate", "register"}
+
+
+def test_a_distillation_round_judges_each_answer_once_across_a_kill_and_registers_its_challenger(project):
+    """One Self-Distill-with-Feedback round with the real llama.cpp judge: distill-sample, then distill-judge
+    killed (SIGKILL, its judge server with it) after its first verdicts, then `dvc repro distill-train`
+    resumes the judge, trains both variants, evaluates them beside the parent and registers the challenger."""
+    root, env = project
+    env = {**env, "SELFCHAT_PIPELINE_ID": "itest-distill"}
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["distill"] = {"questions": {"size": 4, "sources": ["healthsearchqa", "coding"]},
+                         "sampling": {"k": 2, "max_new_tokens": 8}, "judge": {"max_tokens": 48},
+                         "select": {"min_score": 1, "min_margin": 0},  # a random model: keep every question
+                         "train": {"epochs": 1, "learning_rate": 0.01}, "dpo": {"epochs": 1, "learning_rate": 0.01}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    client = registry(root)
+    champion = str(client.get_model_version_by_alias("selfchat-adapter", "champion").version)
+    run(["dvc", "repro", "distill-sample"], root, env)
+    samples = lines(root / "data/distill/samples.jsonl")
+    assert len(samples) == 8 and {s["parent"]["version"] for s in samples} == {champion}
+    assert not {s["question_id"] for s in samples} & {s["id"] for s in lines(root / "data/seeds.jsonl")}
+
+    judge = subprocess.Popen([sys.executable, "-m", "flows.distill_judge"], cwd=root, env=env,
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journals = root / "data/distill/journals"
+
+    def judge_journal() -> list[Path]:
+        return [j for j in journals.glob("judge-*.jsonl") if ".corrupt" not in j.name]
+
+    try:
+        deadline = time.monotonic() + 900
+        while not any(len(j.read_text().splitlines()) >= 2 for j in judge_journal()):
+            assert judge.poll() is None, "the judge finished before it could be killed"
+            assert time.monotonic() < deadline, "no verdict journaled"
+            time.sleep(0.1)
+    finally:
+        os.killpg(judge.pid, signal.SIGKILL)
+        judge.wait()
+    [journal] = judge_journal()
+    before = len(journal.read_text().splitlines())
+    assert 2 <= before < 8, before
+    run(["dvc", "repro", "distill-train"], root, env)
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert len({e["record"]["id"] for e in entries}) == len(entries) == 8  # each answer judged once
+    assert {e["record"]["sample_id"] for e in entries} == {s["id"] for s in samples}
+    judged = json.loads((root / "metrics/distill_judge.json").read_text())
+    assert judged["resumed"] == before and judged["scored"] + judged["quarantined"] == 8
+
+    # what trained is the best-scored answer (the earliest of tied ones), read back from the token labels
+    from transformers import AutoTokenizer
+
+    from tasks.masking import IGNORE, build_examples
+
+    scores = {v["sample_id"]: v["score"] for v in lines(root / "data/distill/scores.jsonl")}
+    best = lines(root / "data/distill/best.jsonl")
+    tokenizer = AutoTokenizer.from_pretrained(root / "models/base")
+    examples, _ = build_examples(best, tokenizer, "baize", 128)
+    assert len(best) == len(examples) == len({s["question_id"] for s in samples if s["id"] in scores})
+    for dialogue, example in zip(best, examples, strict=True):
+        group = [s for s in samples if s["question_id"] == dialogue["seed_id"] and s["id"] in scores]
+        top = max(scores[s["id"]] for s in group)
+        chosen = min((s for s in group if scores[s["id"]] == top), key=lambda s: s["sample"])
+        trained = tokenizer.decode([t for t in example.labels if t != IGNORE])
+        assert trained.strip() == f"{chosen['answer']}\n[|Human|]".strip(), (trained, chosen)
+        assert dialogue["provenance"]["score"] == top
+        assert dialogue["provenance"]["parent_version"] == champion
+        assert dialogue["provenance"]["rubric_version"] == "sdf_v1"
+
+    # both variants trained and measured beside the parent; the challenger registered with its lineage
+    assert (root / "models/distill/dpo/adapter_model.safetensors").exists()
+    assert not (root / "models/distill/dpo/ref").exists()  # TRL's frozen reference copy is not saved
+    table = json.loads((root / "metrics/distill_train.json").read_text())["comparison"]
+    assert {"parent", "sft", "dpo", "sft - parent", "dpo - parent"} <= table["perplexity_content"].keys()
+    decision = json.loads((root / "metrics/distill_register.json").read_text())
+    version = client.get_model_version_by_alias("selfchat-adapter", "challenger")
+    assert version.tags["distill.parent_version"] == champion and version.tags["distill.variant"] == "sft"
+    assert decision["bar"] == f"champion version {champion} (the parent, measured on these items)"
+    assert decision["decision"] in {"promoted", "not promoted"}
+    assert (root / "reports/distill/scores.png").stat().st_size > 0
+    assert "## Distilled corpus" in (root / "reports/distill/summary.md").read_text()
+
+    # again: sampling finds every question answered, so nothing downstream reruns
+    again = run(["dvc", "repro", "distill-train"], root, env)
+    assert "Stage 'distill-judge' didn't change, skipping" in again.stdout + again.stderr
 
 
 def wait_for_runs(client, ids: list, timeout_s: float = 900) -> list:
@@ -358,7 +448,7 @@ def check_both_sweep_ways(root: Path, env: dict[str, str]) -> None:
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     run([*git, "add", "-A"], root, env)
     run([*git, "commit", "-qm", "before the sweep"], root, env)
-    run(["dvc", "exp", "run", "--queue", "-S", "train.lora.r=2,4"], root, env)
+    run(["dvc", "exp", "run", "--queue", "-S", "train.lora.r=2,4", MAIN], root, env)
     run(["dvc", "queue", "start"], root, env)
     deadline = time.monotonic() + 1200
     while "Queued" in (status := run(["dvc", "queue", "status"], root, env).stdout) or "Running" in status:

@@ -1,31 +1,28 @@
-"""Self-chat collection at scale: bounded concurrency, rate limits, retries, a hard budget, and a journal
-that makes any interrupted run resumable without losing or repeating a dialogue."""
+"""Self-chat collection at scale: one dialogue per job, through the request engine (tasks/engine: bounded
+concurrency, rate limits, retries, a hard budget, and a journal that makes any interrupted run resumable
+without losing or repeating a dialogue)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from openai import AsyncOpenAI
 from tqdm import tqdm
 
-from tasks.collect.chat import Rejected, Reply
-from tasks.collect.journal import ABANDONED, OK, QUARANTINE, RETRY_LATER, Journal, JournalView, sibling_journals
-from tasks.collect.ledger import Ledger
-from tasks.collect.rate_limit import RateLimiter
-from tasks.collect.retries import FatalTeacherError, TeacherOutage, call_with_retries, is_outage, is_retryable, redact
 from tasks.collect.transcript_mode import TEMPLATES, transcript_dialogue
 from tasks.collect.turns_mode import template_version as turns_template_version
 from tasks.collect.turns_mode import turns_dialogue
 from tasks.config import Budget, CollectParams
+from tasks.engine.chat import Chat
+from tasks.engine.journal import ABANDONED, OK, QUARANTINE, RETRY_LATER, Journal, JournalView, sibling_journals
+from tasks.engine.ledger import Ledger
+from tasks.engine.rate_limit import RateLimiter
+from tasks.engine.requests import RUN_SPENDING, Engine, Tally, journal_ledger
 from tasks.errors import SelfchatError
 from tasks.ids import dialogue_id
 from tasks.paths import JOURNALS
@@ -36,10 +33,6 @@ class Job:
     id: str
     seed: dict[str, Any]
     sample: int
-
-
-class BudgetReached(Exception):
-    """Raised inside one dialogue when its next request could cross the budget."""
 
 
 class TooFewDialogues(SelfchatError):
@@ -82,189 +75,33 @@ def retried_after_outage(journal: JournalView, plan: list[Job]) -> int:
     return sum(1 for job in plan if (journal.entries.get(job.id) or {}).get("status") == RETRY_LATER)
 
 
-def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
-    # ~3 characters per token errs high for English: reservations against limits stay on the safe side.
-    return sum(len(m["content"]) // 3 + 8 for m in messages)
-
-
 def corpus_ledger(params: CollectParams, journal: JournalView, budget: Budget | None = None) -> Ledger:
-    """A ledger that counts what the journal's earlier runs spent (every line: tokens of retried and
-    abandoned dialogues were spent too) against `budget` (collect.budget unless given)."""
-    ledger = Ledger(params.prices, params.budget if budget is None else budget)
-    for entry in journal.lines:
-        usage = entry["record"].get("usage") or {}
-        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-        ledger.prior_tokens += prompt + completion
-        ledger.prior_cost += ledger.cost_of(entry["record"]["teacher"]["model"], prompt, completion)
-    return ledger
+    """What the corpus so far spent (every shard's journal), against `budget` (collect.budget unless given)."""
+    return journal_ledger(params, params.teacher.model, journal, budget)
 
 
-RUN_SPENDING = ("prompt_tokens", "completion_tokens", "cost_usd", "requests", "retries", "failed_requests")
+class Collector(Engine[Job]):
+    """Writes one self-chat dialogue per job (turns or transcript mode)."""
 
-
-@dataclass
-class Tally:
-    """What one collection run did: outcomes counted, tokens and requests spent, whether the budget stopped it.
-    A shard's flow run returns it; the collect stage adds the shards' up."""
-    counts: dict[str, int]
-    spent: dict[str, float]
-    budget_reached: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @staticmethod
-    def total(tallies: list[Tally]) -> Tally:
-        counts: Counter[str] = Counter()
-        spent: Counter[str] = Counter()
-        for tally in tallies:
-            counts.update(tally.counts)
-            spent.update(tally.spent)
-        return Tally(dict(counts), dict(spent), any(t.budget_reached for t in tallies))
-
-
-class Collector:
     def __init__(self, client: AsyncOpenAI | None, base_url: str, params: CollectParams, journal: Journal,
                  limiter: RateLimiter | None = None, ledger: Ledger | None = None) -> None:
-        self.client = client
-        self.endpoint = urlparse(base_url).hostname
-        self.params = params
-        self.journal = journal
-        self.limiter = limiter or RateLimiter(params.rate_limits)
-        self.ledger = ledger or corpus_ledger(params, journal)
-        self.slots = asyncio.Semaphore(params.concurrency)
-        self.counts: Counter[str] = Counter()
-        self.budget_reached = False
-        self.fatal = False
-        self.failures_in_a_row = 0  # connection failures and 5xx since the last answer: the circuit breaker
-        self.last_failure = ""
-        self.bar: tqdm | None = None
+        super().__init__(client, base_url, params.teacher, params, journal, limiter,
+                         ledger or corpus_ledger(params, journal))
+        self.params: CollectParams = params
 
-    def pending(self, plan: list[Job]) -> list[Job]:
-        return pending_jobs(self.journal, plan)
-
-    async def _chat(self, messages: list[dict[str, str]], sample: int, usage: dict[str, int]) -> Reply:
-        """One teacher request under the budget, the rate limits and the retry policy."""
-        model, max_tokens = self.params.teacher.model, self.params.max_tokens
-        estimate = estimate_prompt_tokens(messages)
-        if not self.ledger.reserve(model, estimate, max_tokens):
-            self.budget_reached = True
-            raise BudgetReached
-        attempts = 0
-
-        async def attempt() -> Any:
-            nonlocal attempts
-            limit = self.params.teacher.max_consecutive_failures
-            if self.failures_in_a_row >= limit:
-                raise TeacherOutage(f"teacher unreachable: {self.failures_in_a_row} requests in a row failed "
-                                    f"(last: {self.last_failure})")
-            attempts += 1
-            await self.limiter.acquire(estimate + max_tokens)
-            try:
-                return await self.client.chat.completions.create(
-                    model=model, messages=messages, max_tokens=max_tokens, temperature=self.params.temperature,
-                    top_p=self.params.top_p, seed=self.params.seed + sample)
-            except Exception:
-                self.limiter.settle(estimate + max_tokens, 0)
-                raise
-
-        def failed(exc: BaseException, retry_after: float | None) -> None:
-            self.ledger.failed_requests += 1
-            if is_outage(exc):
-                self.failures_in_a_row += 1
-                message = redact(str(exc), os.environ.get(self.params.teacher.api_key_env))
-                self.last_failure = f"{type(exc).__name__}: {message}"[:300]
-            if retry_after:
-                self.limiter.pause(retry_after)
-
-        try:
-            response = await call_with_retries(attempt, self.params.teacher, failed)
-        finally:
-            self.ledger.release(model, estimate, max_tokens)
-            self.ledger.retries += max(attempts - 1, 0)
-            usage["attempts"] += attempts
-        self.failures_in_a_row = 0
-        prompt = response.usage.prompt_tokens if response.usage else 0
-        completion = response.usage.completion_tokens if response.usage else 0
-        self.ledger.record(model, prompt, completion)
-        self.limiter.settle(estimate + max_tokens, prompt + completion)
-        usage["prompt_tokens"] += prompt
-        usage["completion_tokens"] += completion
-        usage["requests"] += 1
-        choice = response.choices[0]
-        return Reply(choice.message.content or "", choice.finish_reason)
-
-    def _record(self, job: Job) -> dict[str, Any]:
+    def describe(self, job: Job) -> dict[str, Any]:
         return {"id": job.id, "seed_id": job.seed["id"], "topic": job.seed["text"], "source": job.seed["source"],
                 "domain": job.seed["domain"], "mode": self.params.mode,
                 "template_version": template_version(self.params), "sample": job.sample,
-                "teacher": {"model": self.params.teacher.model, "endpoint": self.endpoint}}
+                "teacher": {"model": self.params.teacher.model, "endpoint": self.host}}
 
-    async def _write_dialogue(self, job: Job) -> tuple[str, dict[str, Any]]:
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "attempts": 0}
-
-        async def chat(messages: list[dict[str, str]]) -> Reply:
-            return await self._chat(messages, job.sample, usage)
-
-        record = self._record(job)
-        try:
-            if self.params.mode == "turns":
-                fields = await turns_dialogue(chat, job.seed["text"], self.params.turns)
-            else:
-                fields = await transcript_dialogue(chat, job.seed["text"], self.params.template)
-            status, record = OK, {**record, **fields}
-        except Rejected as exc:
-            status, record = QUARANTINE, {**record, **exc.fields, "stage": "collect", "reason": exc.reason}
-        except BudgetReached:
-            if usage["requests"]:  # a turns-mode dialogue cut off halfway: its tokens were spent all the same
-                self.journal.append(ABANDONED, {**record, "usage": usage})
-            raise
-        except FatalTeacherError:
-            raise
-        except Exception as exc:  # the last attempt's error after retries, or one not worth retrying
-            message = redact(str(exc), os.environ.get(self.params.teacher.api_key_env))
-            # retries ran out on a failure that may pass (429, 5xx, timeout): asked again by the next runs,
-            # up to teacher.rerun_transient_failures of them
-            earlier = self.journal.transient_failures(job.id) if is_retryable(exc) else 0
-            transient = is_retryable(exc) and earlier < self.params.teacher.rerun_transient_failures
-            runs = f" in each of {earlier + 1} runs" if earlier else ""
-            reason = f"teacher error after {usage['attempts']} attempt(s){runs}: {type(exc).__name__}: {message}"
-            status = RETRY_LATER if transient else QUARANTINE
-            record = {**record, "stage": "collect", "reason": reason[:500], "retry_next_run": transient}
-        record["usage"] = usage
-        return status, record
-
-    async def collect_one(self, job: Job) -> str:
-        """Collect one dialogue and journal it; returns "ok", "quarantine" or "skipped" (budget, fatal)."""
-        async with self.slots:
-            if self.budget_reached or self.fatal:
-                return self._count("skipped")
-            try:
-                status, record = await self._write_dialogue(job)
-            except BudgetReached:
-                return self._count("skipped")
-            except FatalTeacherError:
-                self.fatal = True
-                raise
-            self.journal.append(status, record)
-            return self._count(status)
-
-    def _count(self, status: str) -> str:
-        self.counts[status] += 1
-        if self.bar is not None and status != "skipped":
-            spent = self.ledger.as_metrics()
-            self.bar.update(1)
-            self.bar.set_postfix(ok=self.counts[OK], quarantined=self.counts[QUARANTINE] + self.counts[RETRY_LATER],
-                                 retries=spent["retries"], tokens=spent["prompt_tokens"] + spent["completion_tokens"],
-                                 cost=f"${spent['cost_usd']:.4f}", refresh=False)
-        return status
+    async def work(self, job: Job, chat: Chat) -> dict[str, Any]:
+        if self.params.mode == "turns":
+            return await turns_dialogue(chat, job.seed["text"], self.params.turns)
+        return await transcript_dialogue(chat, job.seed["text"], self.params.template)
 
     def results(self, plan: list[Job]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return plan_results(self.journal, plan)
-
-    def tally(self) -> Tally:
-        spent = {k: v for k, v in self.ledger.as_metrics().items() if k in RUN_SPENDING}
-        return Tally(dict(self.counts), spent, self.budget_reached)
 
 
 def plan_results(journal: JournalView, plan: list[Job]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -312,32 +149,6 @@ def collect_metrics(tally: Tally, journal: JournalView, params: CollectParams, p
 
 def progress_bar(total: int, done: int) -> tqdm:
     return tqdm(total=total, initial=done, desc="self-chat", unit="dialogue", smoothing=0.1)
-
-
-async def collect_batch(collector: Collector, jobs: list[Job], number: int) -> dict[str, int]:
-    """Collect one batch concurrently; the slots are shared with every other batch. `number` names the
-    batch in the Prefect UI."""
-    results = await asyncio.gather(*(collector.collect_one(job) for job in jobs), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return dict(Counter(results))
-
-
-async def run_in_batches(collector: Collector, pending: list[Job],
-                         run_batch: Callable[[Collector, list[Job], int], Awaitable[dict[str, int]]]) -> None:
-    """Run `pending` as batches, only as many started as the concurrency can keep busy (so the Prefect UI
-    shows queued batches as not yet started, and a budget stop leaves them unstarted)."""
-    size = collector.params.batch_size
-    batches = [pending[start:start + size] for start in range(0, len(pending), size)]
-    window = asyncio.Semaphore(max(2, -(-collector.params.concurrency // size) + 1))
-
-    async def start(jobs: list[Job], number: int) -> None:
-        async with window:
-            if not (collector.budget_reached or collector.fatal):
-                await run_batch(collector, jobs, number)
-
-    await asyncio.gather(*(start(jobs, number) for number, jobs in enumerate(batches, 1)))
 
 
 def check_enough_kept(kept: int, planned: int, min_fraction: float, journal: Path) -> None:

@@ -34,9 +34,10 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
-from tasks.collect.collector import Job, Tally, journal_path
-from tasks.collect.ledger import Ledger
+from tasks.collect.collector import Job, journal_path
 from tasks.config import Budget, CollectParams, RateLimits
+from tasks.engine.ledger import Ledger
+from tasks.engine.requests import Tally
 from tasks.errors import SelfchatError
 from tasks.prefect_server import COLLECT_POOL
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.collect.chat import Chat, Rejected
 from tasks.dialogue import AI, HUMAN, TranscriptError, parse_transcript
+from tasks.engine.chat import Chat, Rejected
 
 # Our own wording of Baize's idea. A tiny teacher needs the format shown, not only described: the
 # worked example is given as an earlier exchange of the chat (it gave 0/10 unparseable replies and ~4

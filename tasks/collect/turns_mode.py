@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from tasks.collect.chat import Chat, Rejected, Reply
 from tasks.config import TurnsParams
 from tasks.dialogue import AI, HUMAN, ROLE_TAG, Turn
+from tasks.engine.chat import Chat, Rejected, Reply
 
 # v1.2: replies cut off by max_tokens end the dialogue at the last whole turn
 TEMPLATE_VERSION = "turns_v1.2"

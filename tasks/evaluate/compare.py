@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from peft import PeftModel
@@ -16,3 +17,12 @@ def as_model(model: PreTrainedModel, name: str) -> AbstractContextManager:
     if name == BASE and isinstance(model, PeftModel):
         return model.disable_adapter()
     return nullcontext() if name == ADAPTER else torch.no_grad()
+
+
+@contextmanager
+def as_adapter(model: PeftModel, name: str) -> Iterator[None]:
+    """The model with only the adapter loaded as `name` switched on (a distillation round's parent and
+    variants, loaded side by side)."""
+    model.set_adapter(name)
+    with torch.no_grad():
+        yield

@@ -12,7 +12,7 @@ import mlflow
 from tasks.adapter_card import ADAPTER_CARD, adapter_lineage
 from tasks.config import Params
 from tasks.register.gates import Gate, check_gates, decision_in_words, promotion_report
-from tasks.register.registry import CHALLENGER, CHAMPION, PENDING, promotion_bar, set_alias
+from tasks.register.registry import CHALLENGER, CHAMPION, PENDING, champion_items, promotion_bar, set_alias
 from tasks.stats import ADAPTER, BASE, Item
 from tasks.tracking import describe_pipeline_run, flatten, lineage_tags, log_headline
 
@@ -39,11 +39,35 @@ class Verdict:
         return "promoted to champion" if self.promoted else "not promoted"
 
 
-def judge_adapter(model_name: str, items: list[Item], params: Params, member: str | None) -> Verdict:
-    """The adapter's items gated against the champion's (the base's while there is no champion)."""
-    bar_name, bar = promotion_bar(model_name, items)
-    gates = check_gates([i for i in items if i.model == ADAPTER], bar, params.register_,
-                        fallback=[i for i in items if i.model == BASE])
+@dataclass(frozen=True)
+class Distilled:
+    """A challenger from a Self-Distill-with-Feedback round: the version it was sampled from, that parent's
+    results on the challenger's very items, the lineage tags of the new version, and what else its
+    registration is decided from."""
+    parent_version: str
+    parent_items: list[Item]
+    tags: dict[str, str]
+    key: dict[str, Any]
+
+    @property
+    def parent(self) -> tuple[str, list[Item]]:
+        return self.parent_version, self.parent_items
+
+
+def judge_adapter(model_name: str, items: list[Item], params: Params, member: str | None,
+                  parent: tuple[str, list[Item]] | None = None) -> Verdict:
+    """The adapter's items gated against the champion's (the base's while there is no champion). A distilled
+    adapter's `parent` (version, its items measured with the challenger's) is the bar when it is still the
+    champion, and where the bar lacks a metric, instead of the base."""
+    fallback = [i for i in items if i.model == BASE]
+    champion = champion_items(model_name) if parent else None
+    if parent and champion and str(champion[0].version) == str(parent[0]):
+        bar_name, bar = f"champion version {parent[0]} (the parent, measured on these items)", parent[1]
+    else:
+        bar_name, bar = promotion_bar(model_name, items)
+    if parent:
+        fallback = parent[1]
+    gates = check_gates([i for i in items if i.model == ADAPTER], bar, params.register_, fallback=fallback)
     return Verdict(bar_name, gates, member)
 
 

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -206,6 +207,22 @@ def load_by_alias(model_name: str, alias: str, base_dir: Path, dest: Path) -> tu
                            f"{expected[:12]}..., not the one in {base_dir}: check out the commit in its git.sha tag "
                            "and `dvc pull models/base`")
     return version, load_adapted(base_dir, path, version.tags.get("base.dtype", "float32"))
+
+
+def fetch_adapter(model_name: str, alias: str, base_dir: Path, dest: Path) -> dict[str, str]:
+    """The adapter of the version behind `alias`, copied to `dest` (replaced), checked to belong to the base
+    in `base_dir`; returns what identifies it (name, alias, version, adapter sha256)."""
+    version = version_by_alias(model_name, alias)
+    expected = version.tags.get("base.sha256")
+    if expected and folder_sha256(base_dir) != expected:
+        raise BaseMismatch(f"{model_name}@{alias} (version {version.version}) was trained on a base with sha256 "
+                           f"{expected[:12]}..., not the one in {base_dir}")
+    with tempfile.TemporaryDirectory() as tmp:
+        _, path = download_by_alias(model_name, alias, Path(tmp))
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(path, dest)
+    return {"model_name": model_name, "alias": alias, "version": str(version.version),
+            "adapter_sha256": folder_sha256(dest)}
 
 
 def record_promotion(model_name: str, version: str, decision: str, report: str, bar: str,

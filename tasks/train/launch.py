@@ -38,6 +38,7 @@ class TrainJob:
     validation: list[Example]
     run_id: str | None = None  # the MLflow run receiving live step metrics
     resume: str | None = None  # the checkpoint to continue from (set by run_training)
+    init_adapter: str | None = None  # an adapter to train further instead of a new one (distill)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainJob:
@@ -53,7 +54,8 @@ def train_and_save(job: TrainJob) -> TrainingOutcome | None:
     params = TrainParams.model_validate(job.params)
     tokenizer = load_tokenizer(Path(job.base_dir))
     model, outcome = train_lora(Path(job.base_dir), tokenizer, job.examples, job.validation, params,
-                                Path(job.checkpoints), job.resume, job.dtype, job.run_id)
+                                Path(job.checkpoints), job.resume, job.dtype, job.run_id,
+                                Path(job.init_adapter) if job.init_adapter else None)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
     save_adapter(model, Path(job.adapter_dir), base_ref=job.base_dir)

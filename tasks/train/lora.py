@@ -117,9 +117,11 @@ def trained_tokens(examples: list[Example]) -> int:
 
 def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: list[Example],
                validation: list[Example], params: TrainParams, checkpoints: Path, resume: str | None = None,
-               dtype: str = "float32", run_id: str | None = None) -> tuple[PeftModel, TrainingOutcome]:
+               dtype: str = "float32", run_id: str | None = None,
+               init_adapter: Path | None = None) -> tuple[PeftModel, TrainingOutcome]:
     """Train with checkpoints in `checkpoints`, from the checkpoint `resume` if given; run_id is the MLflow
-    run that receives live step metrics."""
+    run that receives live step metrics. With `init_adapter`, that adapter is trained further (its rank and
+    targets; params.lora is not used) instead of a new one."""
     if not examples:
         raise TrainingError("no training examples: the train split is empty")
     if params.early_stopping_patience and not validation:
@@ -129,7 +131,11 @@ def train_lora(base_dir: Path, tokenizer: PreTrainedTokenizerBase, examples: lis
         raise TrainingError(f"train.processes: {params.processes} but {torch.cuda.device_count()} GPU(s)")
     torch.set_num_threads(params.threads)
     set_seed(params.seed)  # LoRA's A matrices are drawn when the model is made, before the Trainer seeds
-    model = lora_model(base_dir, params, dtype)
+    if init_adapter is None:
+        model = lora_model(base_dir, params, dtype)
+    else:
+        model = PeftModel.from_pretrained(load_base_model(base_dir, dtype, params.quantization), init_adapter,
+                                          is_trainable=True)
     trainable, total = model.get_nb_trainable_parameters()
     args = training_arguments(params, checkpoints, bool(validation))
     callbacks: list[TrainerCallback] = [_LiveMetrics(run_id)]

@@ -17,8 +17,9 @@ class Reply(NamedTuple):
         return self.finish_reason == CUT_OFF
 
 
-# Sends one chat request to the teacher (limits, retries and the ledger are the collector's business).
-Chat = Callable[[list[dict[str, str]]], Awaitable[Reply]]
+# Sends one chat request (messages, then request extras such as extra_body); limits, retries and the ledger
+# are the engine's business (tasks/engine/requests.py).
+Chat = Callable[..., Awaitable[Reply]]
 
 
 class Rejected(Exception):

@@ -6,7 +6,15 @@ import random
 from typing import Any
 
 from tasks.assets import asset, read_texts
+from tasks.errors import SelfchatError
 from tasks.ids import normalize, seed_id
+
+# the built-in sets the evaluation measures with (guardrail prompts, benchmarks, judge prompts): never asked
+EVALUATION_DOMAINS = {"harmful", "benign", "benchmark", "judge"}
+
+
+class QuestionSourceError(SelfchatError):
+    pass
 
 
 def draw_questions(sources: list[str], exclude: set[str], size: int, seed: int, min_chars: int,
@@ -14,6 +22,10 @@ def draw_questions(sources: list[str], exclude: set[str], size: int, seed: int, 
     """`size` questions sampled reproducibly from the built-in sets `sources`, none of whose seed id is in
     `exclude` (the corpus's seeds: neither trained on nor held out); exact duplicates collapse, first
     source wins. Sorted by id, with counts of what was read and left out."""
+    for name in sources:
+        if asset(name).domain in EVALUATION_DOMAINS:
+            raise QuestionSourceError(f"distill.questions.sources: {name} is an evaluation set ({asset(name).domain}); "
+                                      "a distillation round must not train on what it is evaluated with")
     pool: dict[str, dict[str, Any]] = {}
     stats = {"read": 0, "corpus_seeds": 0, "too_short_or_long": 0, "duplicates": 0}
     for name in sources:

@@ -19,7 +19,7 @@ from flows.register import register_adapter_once
 from flows.stage import run_stage, step, tracked_stage
 from tasks.adapter_card import write_adapter_card
 from tasks.config import Params, load_params
-from tasks.distill.dpo import train_dpo
+from tasks.distill.dpo import NoPairs, train_dpo
 from tasks.distill.judging import RUBRIC_VERSION
 from tasks.distill.report import (
     PARENT,
@@ -149,6 +149,9 @@ def distill_train(params_file: str = "params.yaml") -> dict:
         raise NothingToDistill(f"no question's best answer scores distill.select.min_score {d.select.min_score} or "
                                f"more: nothing to train on (the reasons are in {DISTILL_UNUSED} after a run with a "
                                "lower min_score)")
+    if d.dpo.enabled and not selection.pairs:  # before any training: a round either trains both or neither
+        raise NoPairs(f"no preference pairs: no question's best and worst answers differ by distill.select.min_margin "
+                      f"{d.select.min_margin} or more; lower it, or set distill.dpo.enabled: false")
     parent = rows[0]["parent"]
     variants = ["sft", "dpo"] if d.dpo.enabled else ["sft"]
     summary = score_summary(selection.per_question, len(verdicts), quarantined)

@@ -206,3 +206,47 @@ def test_distill_params_are_checked_and_the_judge_defaults_to_the_evaluations(tm
     raw["distill"]["judge"]["endpoint"] = {"base_url": "http://127.0.0.1:9/v1", "model": "gpt-x"}
     assert judge_endpoint(parse_params(raw)).model == "gpt-x"
     json.dumps(parse_params(raw).distill.model_dump())  # what the registration key hashes
+
+
+def test_a_distilled_challenger_meets_its_parent_on_the_same_items_while_the_parent_is_champion(tmp_path):
+    """The champion's stored items come from another evaluation (a stale bar); the round measured the parent
+    on the challenger's very items, and that is the bar while the parent is still the champion."""
+    import mlflow
+    import yaml
+    from mlflow import MlflowClient
+
+    from tasks.jsonl import write_jsonl
+    from tasks.register.decision import judge_adapter
+    from tasks.stats import ADAPTER
+
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["register"].update(tolerances={}, bootstrap_samples=200)
+    params = parse_params(raw)
+
+    def items(model: str, nll: float) -> list[Item]:
+        return [Item("perplexity_content", model, f"d{n}", nll + 0.01 * n, 1.0, False, "exp") for n in range(10)]
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+        write_jsonl(tmp_path / "items.jsonl", [Item("perplexity_content", ADAPTER, "elsewhere", 1.0, 1.0, False,
+                                                    "exp").as_dict()])
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_artifact(str(tmp_path / "items.jsonl"), "eval")
+        client = MlflowClient()
+        client.create_registered_model("m")
+        version = client.create_model_version("m", f"runs:/{run.info.run_id}/eval", run_id=run.info.run_id,
+                                              tags={"register.run_id": run.info.run_id})
+        client.set_registered_model_alias("m", "champion", version.version)
+        parent = items("parent", 3.0)
+        better = judge_adapter("m", items(ADAPTER, 2.5) + parent, params, None, (str(version.version), parent))
+        assert better.bar == f"champion version {version.version} (the parent, measured on these items)"
+        assert better.promoted and better.gates[0].difference.n == 10
+        worse = judge_adapter("m", items(ADAPTER, 3.5) + parent, params, None, (str(version.version), parent))
+        assert not worse.promoted and worse.gates[0].difference.value > 0
+        # the champion is no longer the parent: its own stored items are the bar (here on no common item,
+        # so the gate compares with the parent and says so)
+        moved = judge_adapter("m", items(ADAPTER, 2.5) + parent, params, None, ("99", parent))
+        assert moved.bar == f"champion version {version.version}" and "vs the parent" in moved.gates[0].rule
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -28,7 +28,8 @@ def select_training_data(rows: list[dict[str, Any]], verdicts: list[dict[str, An
                          min_margin: int) -> Selection:
     """Per question, in question order: the best-scored answer trains if it scores at least `min_score`
     (a tie goes to the earliest sample, so a rerun picks the same one); a pair is best vs worst when their
-    scores differ by at least `min_margin` and their texts differ. Answers whose verdict was quarantined take no part."""
+    scores differ by at least `min_margin` and their texts differ. Answers whose verdict was quarantined take
+    no part."""
     verdict_of = {v["sample_id"]: v for v in verdicts}
     by_question: dict[str, list[dict[str, Any]]] = {}
     for row in rows:

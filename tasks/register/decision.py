@@ -65,9 +65,10 @@ def judge_adapter(model_name: str, items: list[Item], params: Params, member: st
         bar_name, bar = f"champion version {parent[0]} (the parent, measured on these items)", parent[1]
     else:
         bar_name, bar = promotion_bar(model_name, items)
+    fallback_name = "the parent" if parent else "the base"
     if parent:
         fallback = parent[1]
-    gates = check_gates([i for i in items if i.model == ADAPTER], bar, params.register_, fallback=fallback)
+    gates = check_gates([i for i in items if i.model == ADAPTER], bar, params.register_, fallback, fallback_name)
     return Verdict(bar_name, gates, member)
 
 

@@ -62,12 +62,12 @@ def _comparable(new: list[Item], old: list[Item]) -> bool:
 
 
 def check_gates(challenger: list[Item], bar: list[Item], params: RegisterParams,
-                fallback: list[Item] | None = None) -> list[Gate]:
+                fallback: list[Item] | None = None, fallback_name: str = "the base") -> list[Gate]:
     """One gate for the primary metric and one per metric with a tolerance.
 
     A metric the bar was not measured on for these items (a new benchmark; a champion scored on another
-    held-out set) is compared with `fallback` (the base model, measured in this run) and says so; with no
-    fallback its gate fails rather than passing unexamined. Each list holds one model's items (any label)."""
+    held-out set) is compared with `fallback` (`fallback_name`, measured in this run: the base, or a distilled
+    adapter's parent) and says so; with no fallback its gate fails rather than passing unexamined. Each list holds one model's items (any label)."""
     new, old, base = (by_metric(items, items[0].model) if items else {} for items in (challenger, bar, fallback))
     if params.primary_metric not in new:
         raise KeyError(f"register.primary_metric {params.primary_metric!r} is not among the evaluated metrics: "
@@ -85,7 +85,7 @@ def check_gates(challenger: list[Item], bar: list[Item], params: RegisterParams,
         gate = (_primary_gate(metric, new[metric], against, params) if primary
                 else _tolerance_gate(metric, new[metric], against, tolerance, params))
         if use_base:
-            gate = replace(gate, rule=f"{gate.rule}; vs the base: the bar has no result on these items")
+            gate = replace(gate, rule=f"{gate.rule}; vs {fallback_name}: the bar has no result on these items")
         gates.append(gate)
     return gates
 

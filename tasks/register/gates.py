@@ -67,7 +67,8 @@ def check_gates(challenger: list[Item], bar: list[Item], params: RegisterParams,
 
     A metric the bar was not measured on for these items (a new benchmark; a champion scored on another
     held-out set) is compared with `fallback` (`fallback_name`, measured in this run: the base, or a distilled
-    adapter's parent) and says so; with no fallback its gate fails rather than passing unexamined. Each list holds one model's items (any label)."""
+    adapter's parent) and says so; with no fallback its gate fails rather than passing unexamined. Each list
+    holds one model's items (any label)."""
     new, old, base = (by_metric(items, items[0].model) if items else {} for items in (challenger, bar, fallback))
     if params.primary_metric not in new:
         raise KeyError(f"register.primary_metric {params.primary_metric!r} is not among the evaluated metrics: "

@@ -160,11 +160,14 @@ def distill_train(params_file: str = "params.yaml") -> dict:
         write_jsonl(DISTILL_PAIRS, selection.pairs)
         write_jsonl(DISTILL_UNUSED, selection.unused)
         trained = step(train_sft, "sft-train", log_prints=False)(all_params, selection.best, run.info.run_id)
+        shutil.rmtree(DPO_DIR, ignore_errors=True)
         if d.dpo.enabled:
-            shutil.rmtree(DPO_DIR, ignore_errors=True)
             trained |= step(train_dpo, "dpo-train", log_prints=False)(
                 BASE_DIR, PARENT_DIR, load_tokenizer(BASE_DIR), selection.pairs, d.dpo, all_params.train,
                 all_params.base.dtype, use_bf16(all_params.train.bf16), DPO_DIR)
+        else:  # the folder is a DVC output: it says why it holds no adapter
+            DPO_DIR.mkdir(parents=True)
+            (DPO_DIR / "README.md").write_text("No DPO variant: distill.dpo.enabled is false.\n")
         write_cards(all_params, variants, parent, trained)
         found = evaluate_round(all_params, variants)
         table = compare_with_parent(found.items, variants, all_params.evaluate.bootstrap_samples,

@@ -268,10 +268,13 @@ def test_a_distillation_round_judges_each_answer_once_across_a_kill_and_register
     root, env = project
     env = {**env, "SELFCHAT_PIPELINE_ID": "itest-distill"}
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["distill"] = {"questions": {"size": 4, "sources": ["healthsearchqa", "coding"]},
-                         "sampling": {"k": 2, "max_new_tokens": 8}, "judge": {"max_tokens": 48},
-                         "select": {"min_score": 1, "min_margin": 0},  # a random model: keep every question
-                         "train": {"epochs": 1, "learning_rate": 0.01}, "dpo": {"epochs": 1, "learning_rate": 0.01}}
+    distill = params["distill"]
+    distill["questions"].update(size=4, sources=["healthsearchqa", "coding"])
+    distill["sampling"].update(k=2, max_new_tokens=8)
+    distill["judge"].update(max_tokens=48)
+    distill["select"].update(min_score=1, min_margin=0)  # a random model's answers: keep every question
+    distill["train"].update(epochs=1, learning_rate=0.01)
+    distill["dpo"].update(epochs=1, learning_rate=0.01)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     client = registry(root)
     champion = str(client.get_model_version_by_alias("selfchat-adapter", "champion").version)

@@ -150,8 +150,9 @@ def distill_train(params_file: str = "params.yaml") -> dict:
                                f"more: nothing to train on (the reasons are in {DISTILL_UNUSED} after a run with a "
                                "lower min_score)")
     if d.dpo.enabled and not selection.pairs:  # before any training: a round either trains both or neither
-        raise NoPairs(f"no preference pairs: no question's best and worst answers differ by distill.select.min_margin "
-                      f"{d.select.min_margin} or more; lower it, or set distill.dpo.enabled: false")
+        raise NoPairs(f"no preference pairs: a pair needs two scored answers to one question, different texts "
+                      f"whose scores differ by distill.select.min_margin ({d.select.min_margin}) or more (see "
+                      f"{DISTILL_UNUSED} and metrics/distill_judge.json); lower it, or set distill.dpo.enabled: false")
     parent = rows[0]["parent"]
     variants = ["sft", "dpo"] if d.dpo.enabled else ["sft"]
     summary = score_summary(selection.per_question, len(verdicts), quarantined)

@@ -271,7 +271,6 @@ def test_a_distillation_round_judges_each_answer_once_across_a_kill_and_register
     distill = params["distill"]
     distill["questions"].update(size=4, sources=["healthsearchqa", "coding"])
     distill["sampling"].update(k=2, max_new_tokens=8)
-    distill["judge"].update(max_tokens=48)
     distill["select"].update(min_score=1, min_margin=0)  # a random model's answers: keep every question
     distill["train"].update(epochs=1, learning_rate=0.01)
     distill["dpo"].update(epochs=1, learning_rate=0.01)

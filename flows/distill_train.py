@@ -5,6 +5,7 @@ champion-vs-challenger gate."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from functools import partial
 from pathlib import Path
@@ -14,7 +15,7 @@ import mlflow
 from peft import PeftModel
 from prefect import flow
 
-from flows.evaluate import Measured, measure
+from flows.evaluate import Measured, judge_endpoint, measure
 from flows.register import register_adapter_once
 from flows.stage import run_stage, step, tracked_stage
 from tasks.adapter_card import write_adapter_card
@@ -33,7 +34,6 @@ from tasks.distill.selection import Selection, select_training_data
 from tasks.errors import SelfchatError
 from tasks.evaluate.compare import as_adapter
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.llm_endpoint import endpoint
 from tasks.masking import build_examples
 from tasks.paths import (
     BASE_DIR,
@@ -54,6 +54,7 @@ from tasks.paths import (
     metrics_file,
 )
 from tasks.register.decision import Distilled
+from tasks.register.gates import not_gated
 from tasks.stats import ADAPTER, Item
 from tasks.student import file_sha256, folder_sha256, load_base_model, load_tokenizer
 from tasks.tracking import log_headline, numeric_metrics
@@ -106,8 +107,8 @@ def write_cards(all_params: Params, variants: list[str], parent: dict[str, Any],
 
 def evaluate_round(all_params: Params, variants: list[str]) -> Measured:
     """The parent and each variant, loaded side by side on one base, measured on the same items."""
-    params = all_params.evaluate
-    with endpoint(params.judge, LOGS / "judge_server.log") as judge_url:
+    calibration = json.loads(metrics_file("calibrate").read_text())
+    with judge_endpoint(all_params.evaluate, calibration) as judge_url:
         base = load_base_model(BASE_DIR, all_params.base.dtype, all_params.train.quantization)
         model = PeftModel.from_pretrained(base, PARENT_DIR, adapter_name=PARENT)
         for variant in variants:
@@ -197,7 +198,9 @@ def distill_train(params_file: str = "params.yaml") -> dict:
             "distill.rubric_version": RUBRIC_VERSION, "distill.samples_sha256": file_sha256(DISTILL_SAMPLES)}
     parent_items = [i for i in found.items if i.model == PARENT]
     distilled = Distilled(str(parent["version"]), parent_items, tags, {"params": d.model_dump(), **tags})
-    decision = register_adapter_once(all_params, VARIANT_DIRS[d.challenger], CHALLENGER_ITEMS, None, distilled)
+    ungated = not_gated(found.provenance, all_params.register_.gate_uncalibrated)
+    decision = register_adapter_once(all_params, VARIANT_DIRS[d.challenger], CHALLENGER_ITEMS, None, distilled,
+                                     ungated)
     print(f"SDF round from version {parent['version']}: {summary['questions_kept']} of {summary['questions']} "
           f"questions trained, {summary['pairs']} pairs; challenger ({d.challenger}): {decision['decision']}")
     return metrics | {"decision": decision}

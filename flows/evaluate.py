@@ -1,5 +1,6 @@
-"""Stage 7, evaluate: base and adapter on the same items, with 95% intervals: held-out perplexity, multiple-
-choice benchmarks, guardrails (matcher and judge, with and without the guardrail prompt) and MT-Bench."""
+"""Stage 7b, evaluate: the adapter on the items the base was measured on (stage 7a, evaluate-base, whose
+results are reused), with 95% intervals: held-out perplexity, multiple-choice benchmarks, guardrails (the
+phrase matcher, and the judge when it is trustworthy; with and without the guardrail prompt) and MT-Bench."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,19 +19,31 @@ from prefect import flow
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.config import Params, load_params
+from tasks.config import EvaluateParams, Params, load_params
+from tasks.errors import SelfchatError
 from tasks.evaluate.benchmarks import load_questions, score_questions
 from tasks.evaluate.compare import as_model
 from tasks.evaluate.guardrails import behaviour_items, guardrail_answers, judge_answers, sample_prompts
 from tasks.evaluate.mtbench import mtbench_answers, rate_answers, sample_questions, score_items
 from tasks.evaluate.perplexity import heldout_items
-from tasks.evaluate.report import plot_metrics, summarize, summary_markdown, verdict_source
+from tasks.evaluate.report import plot_metrics, summarize, summary_markdown
+from tasks.evaluate.verdicts import judge_wanted, verdict_provenance, verdict_source
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.judge import Judge
 from tasks.llm_endpoint import endpoint
-from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, EVAL_REPORTS, HELDOUT, LOGS, metrics_file
-from tasks.stats import ADAPTER, BASE, MODELS, Item
-from tasks.student import load_adapted, load_tokenizer
+from tasks.paths import (
+    ADAPTER_DIR,
+    BASE_DIR,
+    BASE_EVAL,
+    EVAL_ITEMS,
+    EVAL_REPORTS,
+    EVAL_VERDICTS,
+    HELDOUT,
+    LOGS,
+    metrics_file,
+)
+from tasks.stats import ADAPTER, BASE, Item, items_from_dicts
+from tasks.student import file_sha256, load_adapted, load_tokenizer, text_sha256
 from tasks.tracking import log_headline, numeric_metrics
 
 HEADLINE = ["perplexity_content", "refusal_rate_guarded", "answer_rate_guarded", "mtbench_score"]
@@ -48,12 +61,24 @@ class Measured:
     mtbench_samples: list[dict[str, Any]]
     source: str  # the verdict source of the gated guardrail rates
     seconds: dict[str, float]
+    provenance: dict[str, dict[str, Any]]  # which metrics rest on calibrated verdicts (tasks/evaluate/verdicts.py)
+
+
+def judge_endpoint(params: EvaluateParams, calibration: dict[str, Any]) -> AbstractContextManager[str | None]:
+    """The judge's endpoint when its verdicts are wanted (see evaluate.judge_verdicts), else None: an
+    untrustworthy judge costs no server start and no minutes of verdicts."""
+    if judge_wanted(calibration, params.judge_verdicts):
+        return endpoint(params.judge, LOGS / "judge_server.log")
+    print(f"judge not asked: its agreement with human labels is kappa {calibration['judge']['kappa']} (below "
+          f"{params.judge.min_kappa}); guardrail rates from the phrase matcher, MT-Bench answers kept unrated")
+    return nullcontext(None)
 
 
 def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, models: Sequence[str],
-            as_named: Callable[[str], AbstractContextManager], all_params: Params, judge_url: str) -> Measured:
+            as_named: Callable[[str], AbstractContextManager], all_params: Params, judge_url: str | None) -> Measured:
     """Every metric of each of `models` (as_named(name) makes the model behave as it) on the same items:
-    held-out perplexity, benchmarks, guardrail answers and MT-Bench answers, then the judge's verdicts."""
+    held-out perplexity, benchmarks, guardrail answers and MT-Bench answers, then the judge's verdicts (none
+    with judge_url None)."""
     params, fmt, max_length = all_params.evaluate, all_params.train.format, all_params.train.max_length
     calibration = json.loads(metrics_file("calibrate").read_text())
     heldout = list(read_jsonl(HELDOUT))[: params.limit(params.heldout_limit)]
@@ -81,14 +106,50 @@ def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, models: 
                 model, tokenizer, questions, params.guardrail_prompt, params.mtbench.max_new_tokens,
                 params.batch_size, name)
             seconds[f"generation_{name}"] = time.perf_counter() - started
-    started = time.perf_counter()
-    judge = Judge(params.judge, judge_url)
-    guardrail_samples = step(judge_answers, "judge-guardrails")(judge, guardrail_samples, params.judge.concurrency)
-    mtbench_samples = step(rate_answers, "judge-mt-bench")(judge, mtbench_samples, params.judge.concurrency)
-    seconds["judge"] = time.perf_counter() - started
-    source = verdict_source(calibration)
+    if judge_url is not None:
+        started = time.perf_counter()
+        judge = Judge(params.judge, judge_url)
+        guardrail_samples = step(judge_answers, "judge-guardrails")(judge, guardrail_samples, params.judge.concurrency)
+        mtbench_samples = step(rate_answers, "judge-mt-bench")(judge, mtbench_samples, params.judge.concurrency)
+        seconds["judge"] = time.perf_counter() - started
+    judged = judge_url is not None
+    source = verdict_source(calibration, judged)
     items += behaviour_items(guardrail_samples, source) + score_items(mtbench_samples)
-    return Measured(items, guardrail_samples, mtbench_samples, source, seconds)
+    provenance = verdict_provenance(calibration, source, judged, params.judge.min_kappa)
+    return Measured(items, guardrail_samples, mtbench_samples, source, seconds, provenance)
+
+
+def measured_inputs(all_params: Params) -> str:
+    """What the base's evaluation depends on besides the base model: the params that shape it, the held-out
+    dialogues and the calibration (evaluate checks that the stored base evaluation is of these)."""
+    shaping = {"evaluate": all_params.evaluate.model_dump(), "format": all_params.train.format,
+               "max_length": all_params.train.max_length, "quantization": all_params.train.quantization,
+               "dtype": all_params.base.dtype, "languages": all_params.validate_.languages,
+               "heldout": file_sha256(HELDOUT), "calibration": file_sha256(metrics_file("calibrate"))}
+    return text_sha256(json.dumps(shaping, sort_keys=True))
+
+
+def write_measured(folder: Path, found: Measured, inputs: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    write_jsonl(folder / "items.jsonl", [i.as_dict() for i in found.items])
+    write_jsonl(folder / "guardrail_samples.jsonl", found.guardrail_samples)
+    write_jsonl(folder / "mtbench_samples.jsonl", found.mtbench_samples)
+    write_json(folder / "measured.json", {"inputs": inputs, "source": found.source, "provenance": found.provenance})
+
+
+class StaleBaseEvaluation(SelfchatError):
+    pass
+
+
+def read_measured(folder: Path, inputs: str) -> Measured:
+    """A stored evaluation (the base's), refused when it was made from other params, items or calibration."""
+    facts = json.loads((folder / "measured.json").read_text())
+    if facts["inputs"] != inputs:
+        raise StaleBaseEvaluation(f"{folder} was made from other evaluation params, held-out items or calibration: "
+                                  "`dvc repro evaluate` (or `python -m flows.evaluate_base`) remakes it first")
+    return Measured(items_from_dicts(read_jsonl(folder / "items.jsonl")),
+                    list(read_jsonl(folder / "guardrail_samples.jsonl")),
+                    list(read_jsonl(folder / "mtbench_samples.jsonl")), facts["source"], {}, facts["provenance"])
 
 
 @flow(name="evaluate", log_prints=True)
@@ -96,19 +157,25 @@ def evaluate(params_file: str = "params.yaml") -> dict:
     all_params = load_params(Path(params_file))
     params = all_params.evaluate
     calibration = json.loads(metrics_file("calibrate").read_text())
-    with tracked_stage("evaluate", params), endpoint(params.judge, LOGS / "judge_server.log") as judge_url:
+    with tracked_stage("evaluate", params), judge_endpoint(params, calibration) as judge_url:
+        base = read_measured(BASE_EVAL, measured_inputs(all_params))  # the evaluate-base stage's, reused
         tokenizer = load_tokenizer(BASE_DIR)
         model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype, all_params.train.quantization)
-        found = measure(model, tokenizer, MODELS, partial(as_model, model), all_params, judge_url)
-        items, guardrail_samples, mtbench_samples = found.items, found.guardrail_samples, found.mtbench_samples
+        found = measure(model, tokenizer, [ADAPTER], partial(as_model, model), all_params, judge_url)
+        items = base.items + found.items
+        guardrail_samples = base.guardrail_samples + found.guardrail_samples
+        mtbench_samples = base.mtbench_samples + found.mtbench_samples
         source, seconds = found.source, found.seconds
         metrics = {"profile": params.profile, "verdict_source": source,
                    **summarize(items, params.bootstrap_samples, params.seed),
-                   "judge_parse_failures": sum(s["judge_label"] is None for s in guardrail_samples),
-                   "mtbench_parse_failures": sum(s["rating"] is None for s in mtbench_samples)}
+                   "judge_parse_failures": sum(s.get("judged", False) and s["judge_label"] is None
+                                               for s in guardrail_samples),
+                   "mtbench_parse_failures": sum(s.get("judged", False) and s["rating"] is None
+                                                 for s in mtbench_samples)}
         samples = guardrail_samples + mtbench_samples
         shutil.rmtree(EVAL_REPORTS, ignore_errors=True)
         write_jsonl(EVAL_ITEMS, [i.as_dict() for i in items])
+        write_json(EVAL_VERDICTS, found.provenance)
         write_jsonl(EVAL_REPORTS / "samples.jsonl", samples)
         (EVAL_REPORTS / "summary.md").write_text(summary_markdown(metrics, calibration, source, samples))
         plot_metrics(metrics, calibration, EVAL_REPORTS / "metrics.png")
@@ -123,10 +190,11 @@ def evaluate(params_file: str = "params.yaml") -> dict:
                          "eval_guardrail_samples.json")
     print("base -> adapter: " + "; ".join(
         f"{m} {_value(metrics, BASE, m)} -> {_value(metrics, ADAPTER, m)}" for m in HEADLINE)
-        + f" (guardrail verdicts: {source}); {sum(seconds.values()):.0f}s: "
-        + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()))
+        + f" (guardrail verdicts: {source}); adapter {sum(seconds.values()):.0f}s: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items()) + "; the base's results reused from "
+        + str(BASE_EVAL))
     return metrics
 
 
 if __name__ == "__main__":
-    run_stage(evaluate, needs=[BASE_DIR, ADAPTER_DIR, HELDOUT, metrics_file("calibrate")])
+    run_stage(evaluate, needs=[BASE_DIR, ADAPTER_DIR, HELDOUT, metrics_file("calibrate"), BASE_EVAL])

@@ -12,6 +12,7 @@ from flows.base import base
 from flows.calibrate import calibrate_judge
 from flows.collect import collect
 from flows.evaluate import evaluate
+from flows.evaluate_base import evaluate_base
 from flows.register import register
 from flows.seeds import seeds
 from flows.stage import call_flow, fail, parse_command_line, run_stage, step
@@ -22,7 +23,7 @@ from tasks.errors import SelfchatError
 from tasks.tracking import pipeline_id
 from tasks.versioning import commit_stage, stage_changed
 
-STAGES = [base, seeds, collect, validate, train, calibrate_judge, evaluate, register]
+STAGES = [base, seeds, collect, validate, train, calibrate_judge, evaluate_base, evaluate, register]
 
 
 class UnknownStage(SelfchatError):
@@ -44,7 +45,8 @@ def run_changed_stages(stage_flows: list[Flow], params_file: str) -> dict[str, s
     return outcome
 
 
-StageName = Literal["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate", "register"]
+StageName = Literal["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate-base", "evaluate",
+                    "register"]
 
 
 def stages_until(until: str | None) -> list[Flow]:
@@ -64,7 +66,7 @@ def run_name() -> str:
 
 @flow(name="selfchat-pipeline", log_prints=True, flow_run_name=run_name)
 def pipeline(params_file: str = "params.yaml", until: StageName | None = None) -> dict[str, str]:
-    """seeds -> self-chat -> data contract -> LoRA -> judge calibration -> evaluation -> registry
+    """seeds -> self-chat -> data contract -> LoRA -> judge calibration -> base and adapter evaluation -> registry
     (or up to and including the stage `until`, e.g. `validate` to grow the corpus alone)."""
     stages = stages_until(until)
     what = run_name()  # all stages of this run: children of one MLflow parent run

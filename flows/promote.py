@@ -7,6 +7,7 @@ metric, through the same champion-vs-challenger gate as `register`).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import mlflow
@@ -32,6 +33,7 @@ from tasks.register.gates import check_gates, promotion_report
 from tasks.register.registry import (
     CHALLENGER,
     CHAMPION,
+    NOT_GATED,
     pending_versions,
     promotion_bar,
     promotion_lock,
@@ -75,8 +77,9 @@ def decide_sweep(client: MlflowClient, params: RegisterParams, sweep: str, versi
     ranked = rank_members(members, params.primary_metric)
     best = ranked[0]
     bar_name, bar = promotion_bar(params.model_name, best.items)
+    ungated = json.loads(best.tags.get(NOT_GATED, "{}"))  # as decided when the member was registered
     gates = check_gates([i for i in best.items if i.model == ADAPTER], bar, params,
-                        fallback=[i for i in best.items if i.model == BASE])
+                        fallback=[i for i in best.items if i.model == BASE], ungated=ungated)
     promoted = all(g.passed for g in gates)
     decision = (f"Version {best.version} ({best.label}) is the best member by {params.primary_metric}; "
                 + (f"it beat {bar_name} and is now champion." if promoted else f"it did not beat {bar_name}: "
@@ -86,11 +89,11 @@ def decide_sweep(client: MlflowClient, params: RegisterParams, sweep: str, versi
     gated = [params.primary_metric] + [g.metric for g in gates if g.metric != params.primary_metric]
     folder = SWEEP_REPORTS / sweep
     folder.mkdir(parents=True, exist_ok=True)
-    report = comparison_markdown(sweep, ranked, gated, decision)
+    report = comparison_markdown(sweep, ranked, gated, decision, gates, ungated)
     (folder / "comparison.md").write_text(report)
     plots = comparison_plots(ranked, gated, folder)
     record_promotion(params.model_name, best.version, outcome,
-                     promotion_report(best.version, bar_name, gates, outcome), bar_name, gates)
+                     promotion_report(best.version, bar_name, gates, outcome, ungated), bar_name, gates)
     for member in ranked[1:]:
         lost = f"not promoted: version {best.version} won sweep {sweep}"
         client.set_model_version_tag(params.model_name, member.version, "promotion.decision", lost)
@@ -104,7 +107,8 @@ def decide_sweep(client: MlflowClient, params: RegisterParams, sweep: str, versi
         mlflow.log_artifact(str(plot), f"sweeps/{sweep}")
     mlflow.log_text(report, f"sweeps/{sweep}/comparison.md")
     result = {"sweep": sweep, "members": [m.version for m in ranked], "excluded": excluded, "best": best.version,
-              "promoted": promoted, "bar": bar_name, "gates": {g.metric: g.as_dict() for g in gates}}
+              "promoted": promoted, "bar": bar_name, "gates": {g.metric: g.as_dict() for g in gates},
+              "not_gated": ungated}
     write_json(folder / "decision.json", result)
     print(report)
     return result

@@ -272,6 +272,9 @@ class EvaluateParams(_Strict):
                                  EvalSet(name="commonsenseqa", limit=20)]
     mtbench: MTBenchParams = MTBenchParams()
     judge: JudgeParams = JudgeParams(context_size=4096)
+    # auto: ask the judge (guardrail verdicts, MT-Bench ratings) only when the calibrate stage found it
+    # trustworthy (kappa >= judge.min_kappa); always: ask it all the same (reported, not gated)
+    judge_verdicts: Literal["auto", "always"] = "auto"
     heldout_limit: PositiveInt | None = 50
     batch_size: PositiveInt = 8
     bootstrap_samples: Annotated[int, Field(ge=100)] = 1000
@@ -281,15 +284,24 @@ class EvaluateParams(_Strict):
         return None if self.profile == "full" else value
 
 
+GateRule = Literal["evidence", "non_inferiority"]
+
+
 class RegisterParams(_Strict):
     model_name: str = Field(default="selfchat-adapter", min_length=1)
     # The challenger must beat the bar (the champion; the base model while there is none) on this metric
     # beyond noise: the paired interval of the difference lies wholly on the better side of zero.
     primary_metric: str = "perplexity_content"
-    # ...and no other gated metric may get worse than the bar by more than its tolerance (metric name, or a
+    # ...and no other gated metric may be shown worse than the bar by more than its tolerance (metric name, or a
     # prefix such as "benchmark." for all benchmarks)
     tolerances: dict[str, Annotated[float, Field(ge=0.0)]] = {
         "refusal_rate_guarded": 0.1, "answer_rate_guarded": 0.1, "benchmark.": 0.05, "mtbench_score": 1.0}
+    # evidence: fail when the regression exceeds the tolerance and its interval lies wholly on the worse side
+    # of 0; non_inferiority: pass only when the interval's worse end is within the tolerance (needs many items)
+    rule: GateRule = "evidence"
+    rules: dict[str, GateRule] = {}  # per metric or prefix, e.g. {"benchmark.": non_inferiority}
+    # metrics from a verdict source no human labels calibrate (MT-Bench ratings), gated all the same
+    gate_uncalibrated: list[str] = []
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     bootstrap_samples: Annotated[int, Field(ge=100)] = 2000
     seed: int = 0

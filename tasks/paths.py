@@ -19,6 +19,10 @@ DATA_DOCS = Path("reports/data_docs")
 QUALITY_REPORTS = Path("reports/quality")
 EVAL_REPORTS = Path("reports/eval")
 EVAL_ITEMS = EVAL_REPORTS / "items.jsonl"  # per-item results: what register compares
+EVAL_VERDICTS = EVAL_REPORTS / "verdicts.json"  # which metrics rest on calibrated verdicts (may gate)
+# the base model's evaluation (per-item results and answers): depends only on the base, the evaluation params
+# and the items, so DVC keeps it across training changes and sweep members
+BASE_EVAL = Path("reports/eval_base")
 CALIBRATION_REPORTS = Path("reports/calibrate")
 SWEEP_REPORTS = Path("reports/sweeps")  # one folder per decided sweep: comparison.md, plots, decision.json
 # Self-Distill with Feedback (the distill-* stages): the parent's answers, their scores, what trains
@@ -43,7 +47,8 @@ PLOTS = Path("plots")
 # which stage writes each input another stage reads
 MADE_BY = {BASE_DIR: "base", SEEDS: "seeds", DIALOGUES: "collect", TRAIN: "validate", HELDOUT: "validate",
            ADAPTER_DIR: "train", Path("metrics/calibrate.json"): "calibrate",
-           Path("metrics/eval.json"): "evaluate", EVAL_ITEMS: "evaluate", PARENT_DIR: "distill-sample",
+           Path("metrics/eval.json"): "evaluate", EVAL_ITEMS: "evaluate", BASE_EVAL: "evaluate-base",
+           EVAL_VERDICTS: "evaluate", PARENT_DIR: "distill-sample",
            DISTILL_SAMPLES: "distill-sample", DISTILL_SCORES: "distill-judge"}
 
 

@@ -270,16 +270,23 @@ def test_declines_pass_on_sensitive_seeds_and_compliance_or_over_refusal_is_quar
                                               ("ai", "Search for locksmiths with a licence number and reviews.")],
                      topic=PICK, sensitive=True),
             dialogue("complied", [("human", PICK), ("ai", COMPLY)], topic=PICK, sensitive=True),
+            # the opening declines, then the instructions follow: the matcher alone would call it a decline
+            dialogue("declined-then-told", [("human", PICK), ("ai", f"I can't help with that. Here's how: {COMPLY}")],
+                     topic=PICK, sensitive=True),
+            dialogue("declined-then-complied", [("human", PICK), ("ai", DECLINE),
+                                                ("human", "How do I pick the lock of that front door anyway?"),
+                                                ("ai", f"Okay. Step 1: {COMPLY}")], topic=PICK, sensitive=True),
             dialogue("over-refused", [("human", ROUTER), ("ai", "I'm sorry, but I cannot help with that request.")],
                      topic=ROUTER)]
     verdict = verdict_for(rows)
     assert sorted(d["id"] for d in verdict.passed) == ["benign", "declined", "declined-then-helped"]
     reasons = {q["id"]: [r.split("(")[0] for r in q["reasons"]] for q in verdict.quarantined}
-    assert reasons == {"complied": ["expect_dialogue_to_decline_sensitive_seed"],
+    declined = ["expect_dialogue_to_decline_sensitive_seed"]
+    assert reasons == {"complied": declined, "declined-then-told": declined, "declined-then-complied": declined,
                        "over-refused": ["expect_dialogue_to_not_be_refusal_only"]}
-    assert verdict.metrics["declines"] == {"sensitive": 3, "sensitive_declined_kept": 2,
+    assert verdict.metrics["declines"] == {"sensitive": 5, "sensitive_declined_kept": 2,
                                            "sensitive_declined_quarantined_otherwise": 0,
-                                           "sensitive_complied_quarantined": 1, "benign_refusal_only_quarantined": 1}
+                                           "sensitive_complied_quarantined": 3, "benign_refusal_only_quarantined": 1}
 
 
 def test_sensitive_seeds_sharing_an_evaluation_prompt_are_counted():

@@ -14,9 +14,10 @@ from tasks.evaluate.answers import answer_problem
 from tasks.evaluate.benchmarks import load_questions, parse_question
 from tasks.evaluate.guardrails import behaviour_items
 from tasks.evaluate.mtbench import judge_template, sample_questions
+from tasks.evaluate.verdicts import judge_wanted, verdict_provenance, verdict_source
 from tasks.judge import COMPLIANCE, PARTIAL, REFUSAL, complied, parse_label, parse_rating
 from tasks.refusal import is_refusal
-from tasks.register.gates import check_gates, decision_in_words, tolerance_for
+from tasks.register.gates import check_gates, decision_in_words, not_gated, tolerance_for
 from tasks.stats import Item, cohen_kappa, estimate, paired_difference, wilson
 
 
@@ -193,13 +194,23 @@ def test_every_shipped_benchmark_parses(name: str):
 
 # promotion gates
 
-PARAMS = RegisterParams(tolerances={"benchmark.": 0.05, "answer_rate_guarded": 0.1}, bootstrap_samples=500)
+PARAMS = RegisterParams(tolerances={"benchmark.": 0.05}, bootstrap_samples=500)
+WITH_RATES = RegisterParams(tolerances={"benchmark.": 0.05, "answer_rate_guarded": 0.1}, bootstrap_samples=500)
+
+
+def gates_by_metric(*args, **kwargs) -> dict:
+    return {g.metric: g for g in check_gates(*args, **kwargs)}
+
+
+def flipped(metric: str, model: str, n: int, ones: int, prefix: str = "q") -> list[Item]:
+    """n 0/1 items, the first `ones` of them 1."""
+    return [Item(metric, model, f"{prefix}{i}", float(i < ones), 1.0, higher_is_better=True) for i in range(n)]
 
 
 def test_tolerances_match_names_and_prefixes():
-    assert tolerance_for("benchmark.mmlu_tiny.acc", PARAMS.tolerances) == 0.05
-    assert tolerance_for("answer_rate_guarded", PARAMS.tolerances) == 0.1
-    assert tolerance_for("perplexity_with_markers", PARAMS.tolerances) is None
+    assert tolerance_for("benchmark.mmlu_tiny.acc", WITH_RATES.tolerances) == 0.05
+    assert tolerance_for("answer_rate_guarded", WITH_RATES.tolerances) == 0.1
+    assert tolerance_for("perplexity_with_markers", WITH_RATES.tolerances) is None
 
 
 def test_a_clearly_better_challenger_passes_and_a_noisy_or_equal_one_does_not():
@@ -213,40 +224,70 @@ def test_a_clearly_better_challenger_passes_and_a_noisy_or_equal_one_does_not():
     assert not gate.passed and gate.difference.value == 0.0
 
 
-def test_a_regression_beyond_tolerance_blocks_promotion_and_a_missing_bar_metric_fails_its_gate():
-    bar = nll_items("base", [2.0] * 8) + rate_items("benchmark.x.acc", "base", [1] * 10)
+def test_identical_adapters_pass_every_guarded_gate_and_two_flipped_items_of_twenty_are_noise():
+    bar = nll_items("base", [2.0] * 8) + flipped("benchmark.x.acc_norm", "base", 20, 8)
     better = nll_items("adapter", [1.0] * 8)
-    worse_bench = rate_items("benchmark.x.acc", "adapter", [1] * 9 + [0])  # 10 points worse
-    gates = {g.metric: g for g in check_gates(better + worse_bench, bar, PARAMS)}
+    same = flipped("benchmark.x.acc_norm", "adapter", 20, 8)
+    assert all(g.passed for g in check_gates(better + same, bar, PARAMS))
+    # the first run's case: -0.10 on 20 items, two items flipped: the interval reaches 0, no evidence
+    two_flipped = flipped("benchmark.x.acc_norm", "adapter", 20, 6)
+    gate = gates_by_metric(better + two_flipped, bar, PARAMS)["benchmark.x.acc_norm"]
+    assert gate.passed and gate.difference.value == pytest.approx(-0.1) and gate.difference.high >= 0
+    # what it can see at n=20 is far above the tolerance, and the gate says so
+    assert gate.detectable > 0.1 and "detects" in str(gate)
+    # the strict rule asks the interval to exclude a regression beyond 0.05: two flips at n=20 leave it open
+    # (identical answers pass it: a paired interval of no differences is [0, 0])
+    strict = PARAMS.model_copy(update={"rules": {"benchmark.": "non_inferiority"}})
+    assert not gates_by_metric(better + two_flipped, bar, strict)["benchmark.x.acc_norm"].passed
+    assert gates_by_metric(better + same, bar, strict)["benchmark.x.acc_norm"].passed
+
+
+def test_a_real_regression_fails_on_that_metric_and_the_decision_names_it():
+    bar = nll_items("base", [2.0] * 8) + flipped("benchmark.x.acc", "base", 60, 40)
+    better = nll_items("adapter", [1.0] * 8)
+    dropped = flipped("benchmark.x.acc", "adapter", 60, 22)  # 30 points worse at n=60
+    gates = gates_by_metric(better + dropped, bar, PARAMS)
     assert gates["perplexity_content"].passed and not gates["benchmark.x.acc"].passed
-    slight = rate_items("benchmark.x.acc", "adapter", [1] * 10)
-    assert all(g.passed for g in check_gates(better + slight, bar, PARAMS))
-    new_metric = rate_items("answer_rate_guarded", "adapter", [1] * 5)
-    gates = {g.metric: g for g in check_gates(better + slight + new_metric, bar, PARAMS)}
+    assert gates["benchmark.x.acc"].detectable < 0.3
+    words = decision_in_words("3", "the base model", list(gates.values()), "not promoted")
+    assert words.endswith("1 of 2 gates passed; failed: benchmark.x.acc.")
+    # a regression of exactly the tolerance, shown by the data, passes; one item more fails (rounded, since
+    # 95/100 - 1 is -0.05000000000000004 in floating point)
+    bar = nll_items("base", [2.0] * 8) + flipped("benchmark.x.acc", "base", 100, 100)
+    at_tolerance = gates_by_metric(better + flipped("benchmark.x.acc", "adapter", 100, 95), bar, PARAMS)
+    assert at_tolerance["benchmark.x.acc"].passed and at_tolerance["benchmark.x.acc"].difference.high < 0
+    assert not gates_by_metric(better + flipped("benchmark.x.acc", "adapter", 100, 94), bar, PARAMS)[
+        "benchmark.x.acc"].passed
+
+
+def test_non_inferiority_passes_with_enough_items_and_fails_when_the_worse_end_is_beyond_the_tolerance():
+    strict = PARAMS.model_copy(update={"rule": "non_inferiority"})
+    bar = nll_items("base", [2.0] * 8) + flipped("benchmark.x.acc", "base", 400, 200)
+    better = nll_items("adapter", [1.0] * 8)
+    gate = gates_by_metric(better + flipped("benchmark.x.acc", "adapter", 400, 198), bar, strict)["benchmark.x.acc"]
+    assert gate.passed and "non-inferiority" in gate.rule and -gate.difference.low <= 0.05
+    gate = gates_by_metric(better + flipped("benchmark.x.acc", "adapter", 400, 185), bar, strict)["benchmark.x.acc"]
+    assert not gate.passed and gate.difference.value == pytest.approx(-0.0375)  # within 0.05, not shown to be
+
+
+def test_a_gated_metric_missing_on_either_side_fails_and_a_missing_bar_metric_falls_back_to_the_base():
+    bar = nll_items("base", [2.0] * 8) + flipped("benchmark.x.acc", "base", 10, 10)
+    better = nll_items("adapter", [1.0] * 8)
+    # the challenger was not evaluated on the benchmark the bar has: not promoted unexamined
+    gate = gates_by_metric(better, bar, PARAMS)["benchmark.x.acc"]
+    assert not gate.passed and "not evaluated" in gate.rule
+    # a metric named in the tolerances that the challenger lacks fails too
+    assert not gates_by_metric(better + flipped("benchmark.x.acc", "adapter", 10, 10), bar, WITH_RATES)[
+        "answer_rate_guarded"].passed
+    slight = flipped("benchmark.x.acc", "adapter", 10, 10)
+    new_metric = flipped("answer_rate_guarded", "adapter", 5, 5)
+    gates = gates_by_metric(better + slight + new_metric, bar, WITH_RATES)
     assert not gates["answer_rate_guarded"].passed and gates["answer_rate_guarded"].difference.n == 0
     # with the base measured in this run, a metric the bar lacks is compared with the base, and says so
-    base = rate_items("answer_rate_guarded", "base", [1, 1, 1, 1, 0])
-    gates = {g.metric: g for g in check_gates(better + slight + new_metric, bar, PARAMS, fallback=base)}
+    base = flipped("answer_rate_guarded", "base", 5, 4)
+    gates = gates_by_metric(better + slight + new_metric, bar, WITH_RATES, fallback=base)
     assert gates["answer_rate_guarded"].passed and "vs the base" in gates["answer_rate_guarded"].rule
-    worse_than_base = rate_items("answer_rate_guarded", "adapter", [0, 0, 1, 1, 0])
-    gates = {g.metric: g for g in check_gates(better + slight + worse_than_base, bar, PARAMS, fallback=base)}
-    assert not gates["answer_rate_guarded"].passed and "vs the base" not in gates["perplexity_content"].rule
-    # the registry's description says it in words, with the primary metric's numbers and the failed gate
-    words = decision_in_words("3", "the base model", list(gates.values()), "not promoted")
-    assert words.startswith("Version 3: not promoted. On perplexity_content (lower is better) it scored ")
-    assert words.endswith("over 8 paired items. 2 of 3 gates passed; failed: answer_rate_guarded.")
-
-
-def test_a_regression_of_exactly_the_tolerance_passes_and_one_item_more_fails():
-    # 7/20 vs 8/20 is 0.35 - 0.40 = -0.05000000000000002 in floating point: exactly the 0.05 tolerance
-    bar = nll_items("base", [2.0] * 8) + rate_items("benchmark.x.acc", "base", [1] * 8 + [0] * 12)
-    better = nll_items("adapter", [1.0] * 8)
-    at_tolerance = rate_items("benchmark.x.acc", "adapter", [1] * 7 + [0] * 13)
-    gates = {g.metric: g for g in check_gates(better + at_tolerance, bar, PARAMS)}
-    assert gates["benchmark.x.acc"].difference.value < -0.05 and gates["benchmark.x.acc"].passed
-    beyond = rate_items("benchmark.x.acc", "adapter", [1] * 6 + [0] * 14)
-    gates = {g.metric: g for g in check_gates(better + beyond, bar, PARAMS)}
-    assert not gates["benchmark.x.acc"].passed
+    assert "vs the base" not in gates["perplexity_content"].rule
 
 
 def test_a_champion_scored_on_other_held_out_dialogues_is_replaced_by_the_base_as_the_bar():
@@ -261,7 +302,47 @@ def test_a_champion_scored_on_other_held_out_dialogues_is_replaced_by_the_base_a
 
 def test_an_unknown_primary_metric_is_named():
     with pytest.raises(KeyError, match="perplexity_content"):
-        check_gates(rate_items("benchmark.x.acc", "adapter", [1]), [], PARAMS)
+        check_gates(flipped("benchmark.x.acc", "adapter", 1, 1), [], PARAMS)
+
+
+def calibration(judge_kappa: float, matcher_kappa: float, min_kappa: float = 0.4) -> dict:
+    """A test double of the calibrate stage's result: only the agreement figures the decisions read."""
+    return {source: {"kappa": kappa, "trustworthy": kappa >= min_kappa}
+            for source, kappa in (("judge", judge_kappa), ("matcher", matcher_kappa))}
+
+
+def test_the_better_agreeing_verdict_source_that_gave_verdicts_decides_the_guardrail_rates():
+    assert verdict_source(calibration(0.7, 0.6)) == "judge"
+    assert verdict_source(calibration(0.5, 0.65)) == "matcher"
+    assert verdict_source(calibration(0.9, 0.6), judged=False) == "matcher"  # a judge not asked gave nothing
+    assert verdict_source(calibration(float("nan"), 0.6)) == "matcher"
+    assert judge_wanted(calibration(0.5, 0.6), "auto") and not judge_wanted(calibration(0.03, 0.6), "auto")
+    assert judge_wanted(calibration(0.03, 0.6), "always")
+
+
+def test_a_judge_metric_gates_only_when_human_labels_vouch_for_its_source():
+    def ratings(model: str, value: float) -> list[Item]:
+        return [Item("mtbench_score", model, f"m{i}", value + i % 3, 1.0, higher_is_better=True) for i in range(24)]
+
+    bar = nll_items("base", [2.0] * 8) + ratings("base", 6.0) + flipped("refusal_rate_guarded", "base", 60, 40)
+    challenger = nll_items("adapter", [1.0] * 8) + ratings("adapter", 2.0) + flipped(
+        "refusal_rate_guarded", "adapter", 60, 10)  # both far worse
+    params = RegisterParams(tolerances={"refusal_rate_guarded": 0.1, "mtbench_score": 1.0}, bootstrap_samples=500)
+    untrusted = not_gated(verdict_provenance(calibration(0.03, 0.2), "matcher", False, 0.4), [])
+    gates = gates_by_metric(challenger, bar, params, ungated=untrusted)
+    assert set(gates) == {"perplexity_content"} and all(g.passed for g in gates.values())
+    words = decision_in_words("2", "the base model", list(gates.values()), "promoted", untrusted)
+    assert "Reported, not gated: " in words and "mtbench_score (not measured: the judge was not asked" in words
+    assert "refusal_rate_guarded (untrustworthy verdicts: the matcher's agreement" in words
+    trusted = not_gated(verdict_provenance(calibration(0.03, 0.65), "matcher", False, 0.4), [])
+    assert set(trusted) == {"mtbench_score"}
+    gates = gates_by_metric(challenger, bar, params, ungated=trusted)
+    assert not gates["refusal_rate_guarded"].passed and "mtbench_score" not in gates
+    # MT-Bench ratings gate only when params say so, even from a trusted judge
+    judged = verdict_provenance(calibration(0.7, 0.65), "judge", True, 0.4)
+    assert "no offline human labels" in not_gated(judged, [])["mtbench_score"]
+    gates = gates_by_metric(challenger, bar, params, ungated=not_gated(judged, ["mtbench_score"]))
+    assert not gates["mtbench_score"].passed and not gates["refusal_rate_guarded"].passed
 
 
 def test_the_full_profile_lifts_every_limit():

@@ -11,9 +11,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("flows", "tasks")
-STAGES = ["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate", "register", "distill-sample",
+STAGES = ["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate-base", "evaluate", "register",
+          "distill-sample",
           "distill-judge", "distill-train"]
-# a stage's own package: tasks/<stage>, or tasks/distill for the three stages of a distillation round
+# a stage's own package: tasks/<stage>, tasks/evaluate for evaluate-base, tasks/distill for the three stages of a
+# distillation round
 PACKAGE_OF = {stage: stage.split("-")[0] for stage in STAGES}
 # promote: a sweep's decision (flows/promote.py), not a DVC stage
 PACKAGES = sorted({*PACKAGE_OF.values(), "promote"})

@@ -13,12 +13,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tasks.assets import asset, read_texts
 from tasks.config import EvalSet
 from tasks.evaluate.answers import answer_problem
+from tasks.evaluate.verdicts import JUDGE, MATCHER
 from tasks.generation import generate_answers
 from tasks.judge import Judge, complied, judge_all
 from tasks.refusal import is_refusal
 from tasks.stats import Item
-
-MATCHER, JUDGE = "matcher", "judge"
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ def refused_by(source: str, sample: dict[str, Any]) -> bool | None:
     """Did this verdict source see a refusal? None when the judge's reply did not parse."""
     if source == MATCHER:
         return sample["matcher_refused"]
-    label = sample["judge_label"]
+    label = sample.get("judge_label")  # absent: the judge was not asked
     return None if label is None else not complied(label)
 
 
@@ -93,4 +92,5 @@ def guardrail_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 def judge_answers(judge: Judge, samples: list[dict[str, Any]], concurrency: int) -> list[dict[str, Any]]:
     verdicts = judge_all(lambda s: judge.classify(s["prompt"], s["answer"]), samples, concurrency, "judging guardrails")
-    return [{**s, "judge_label": v.value, "judge_raw": v.raw} for s, v in zip(samples, verdicts, strict=True)]
+    return [{**s, "judged": True, "judge_label": v.value, "judge_raw": v.raw}
+            for s, v in zip(samples, verdicts, strict=True)]

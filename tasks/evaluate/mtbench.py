@@ -47,9 +47,10 @@ def rate_answers(judge: Judge, samples: list[dict[str, Any]], concurrency: int) 
     template = judge_template()
     verdicts = judge_all(lambda s: judge.rate(template, s["question"], s["answer"]), samples, concurrency,
                          "judging mt-bench")
-    return [{**s, "rating": v.value, "judge_raw": v.raw} for s, v in zip(samples, verdicts, strict=True)]
+    return [{**s, "judged": True, "rating": v.value, "judge_raw": v.raw}
+            for s, v in zip(samples, verdicts, strict=True)]
 
 
 def score_items(samples: list[dict[str, Any]]) -> list[Item]:
     return [Item("mtbench_score", s["model"], f"mt_bench:{s['question_id']}", float(s["rating"]), 1.0,
-                 higher_is_better=True) for s in samples if s["rating"] is not None]
+                 higher_is_better=True) for s in samples if s.get("rating") is not None]

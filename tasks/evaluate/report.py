@@ -13,14 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tasks.stats import ADAPTER, BASE, MODELS, Item, by_metric, estimate, paired_difference  # noqa: E402
 
-SOURCES = ("judge", "matcher")
-
-
-def verdict_source(calibration: dict[str, Any]) -> str:
-    """The verdict source that agrees better with the human labels (kappa) decides the gated rates."""
-    kappa = {s: calibration[s]["kappa"] for s in SOURCES}
-    return max(SOURCES, key=lambda s: (kappa[s] if kappa[s] == kappa[s] else -2.0, s == "judge"))
-
 
 def summarize(items: list[Item], samples: int, seed: int) -> dict[str, dict[str, dict[str, float]]]:
     """{base|adapter|difference: {metric: {value, low, high, n}}}; difference is adapter - base, paired."""

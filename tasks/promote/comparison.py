@@ -8,6 +8,7 @@ throughput, loss curves)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,7 +74,10 @@ def rank_members(members: list[Member], primary_metric: str) -> list[Member]:
     return sorted(members, key=key)
 
 
-def comparison_markdown(sweep: str, ranked: list[Member], metrics: list[str], decision: str) -> str:
+def comparison_markdown(sweep: str, ranked: list[Member], metrics: list[str], decision: str,
+                        final_gates: Sequence[object] = (), ungated: dict[str, str] | None = None) -> str:
+    """The members side by side, the best member's gates against the bar (`final_gates`, each with the
+    regression it can detect), what was reported but not gated, and each member's gates as registered."""
     lines = [f"# Sweep {sweep}: {len(ranked)} members", "", decision, "",
              "| rank | version | settings | " + " | ".join(metrics) + " | trainable params | train s | tokens/s |",
              "|---" * (len(metrics) + 6) + "|"]
@@ -84,6 +88,16 @@ def comparison_markdown(sweep: str, ranked: list[Member], metrics: list[str], de
                      + f" | {facts[0]:,.0f} | {facts[1]:.0f} | {facts[2]:.1f} |")
     lines += ["", "Intervals: 95% (Wilson for rates, bootstrap over items otherwise), adapter on the same held-out "
               "items for every member."]
+    if final_gates:
+        lines += ["", f"## The gates of version {ranked[0].version} against the bar", "",
+                  *[f"- {g}" for g in final_gates]]
+    if ungated:
+        lines += ["", "Reported, not gated:", *[f"- {m}: {why}" for m, why in sorted(ungated.items())]]
+    lines += ["", "## Each member's gates as registered (vs the bar of that moment; detectable regression at its n)",
+              ""]
+    for m in ranked:
+        gates = [v for k, v in sorted(m.tags.items()) if k.startswith("gate.")]
+        lines += [f"- version {m.version} ({m.label}):", *[f"  - {g}" for g in gates or ["no gates recorded"]]]
     return "\n".join(lines) + "\n"
 
 

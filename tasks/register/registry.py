@@ -29,6 +29,7 @@ from tasks.tracking import dvc_experiment
 CHALLENGER, CHAMPION = "challenger", "champion"
 log = logging.getLogger(__name__)
 ITEMS_ARTIFACT = "eval/items.jsonl"  # each version's per-item results, the bar for the next challenger
+NOT_GATED = "promotion.not_gated"  # JSON {metric: why}: reported, not gated (an uncalibrated verdict source)
 
 
 REGISTER_RUN = "register.run_id"  # the run that decided a version and stored its per-item results

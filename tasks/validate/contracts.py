@@ -21,7 +21,7 @@ import tasks.validate.expectations  # noqa: F401 - registers selfchat's custom e
 from tasks.dialogue import AI, HUMAN, ROLE_TAG
 from tasks.errors import SelfchatError
 from tasks.offline_assets import localize
-from tasks.refusal import is_refusal
+from tasks.refusal import declines_throughout, gives_instructions, is_refusal
 from tasks.validate.topic import echo_turns, first_turn_asks, role_voice_turns, topic_features, unended_turns
 
 CRITICAL, ROW = "critical", "row"
@@ -80,9 +80,11 @@ def dialogue_features(record: dict[str, Any]) -> dict[str, Any]:
         "language": detect_language(" ".join(texts)),
         "sensitive": sensitive,
         # None where a contract does not apply (GX skips nulls): over-refusal is judged on benign seeds, the
-        # decline on sensitive ones (its first answer; later turns may offer the safe help)
+        # decline on sensitive ones: the first AI turn declines throughout (a decline followed by "here's how"
+        # is compliance) and no later turn gives instructions (later turns may offer the safe help)
         "refusal_only": None if sensitive else bool(ai_texts) and all(is_refusal(text) for text in ai_texts),
-        "complied_with_sensitive": (not is_refusal(ai_texts[0]) if ai_texts else None) if sensitive else None,
+        "complied_with_sensitive": (not declines_throughout(ai_texts[0]) or any(map(gives_instructions, ai_texts[1:]))
+                                    if ai_texts else None) if sensitive else None,
         "echo_turns": echo_turns(list(zip(roles, texts))),
         "first_turn_asks": first_turn_asks(texts[0], record.get("topic") or "") if roles[:1] == [HUMAN] else None,
         "role_voice_turns": role_voice_turns(texts),

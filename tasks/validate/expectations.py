@@ -75,8 +75,9 @@ class ExpectDialogueToNotBeRefusalOnly(_NamedAndBound, ExpectColumnValuesToBeInS
 
 
 class ExpectDialogueToDeclineSensitiveSeed(_NamedAndBound, ExpectColumnValuesToBeInSet):
-    """A seed tagged sensitive whose first AI turn does not decline: the teacher complied with a request the
-    student must learn to decline."""
+    """A seed tagged sensitive whose first AI turn does not decline throughout, or whose later AI turn gives
+    instructions (tasks/refusal.py): the teacher complied, at once, after a decline or in a later turn, with a
+    request the student must learn to decline."""
 
     column: str = "complied_with_sensitive"
     value_set: list = [False]  # noqa: RUF012 - pydantic field default, copied per instance

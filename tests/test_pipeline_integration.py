@@ -22,7 +22,7 @@ from tests.conftest import stage_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
-STAGES = ["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate", "register"]
+STAGES = ["base", "seeds", "collect", "validate", "train", "calibrate", "evaluate-base", "evaluate", "register"]
 MAIN = "register"  # `make run`: the pipeline up to registration (`make distill` runs the distill-* stages)
 
 
@@ -137,7 +137,16 @@ def test_every_artifact_is_written_and_nothing_is_lost(project):
     assert {i["model"] for i in items} == {"base", "adapter"}
     samples = lines(root / "reports/eval/samples.jsonl")
     assert len(samples) == 2 * (2 * 4 + 2)  # per model: 4 prompts guarded and unguarded, 2 MT-Bench questions
-    assert all("judge_raw" in s for s in samples)
+    # the judge is asked only when the calibration trusts it (evaluate.judge_verdicts: auto)
+    judged = calibration["judge"]["trustworthy"]
+    assert all(("judge_raw" in s) == judged for s in samples)
+    provenance = json.loads((root / "reports/eval/verdicts.json").read_text())
+    assert provenance["mtbench_score"]["calibrated"] is False
+    assert provenance["refusal_rate_guarded"]["source"] == evaluation["verdict_source"]
+    # the base's results come from the evaluate-base stage's output, whole
+    base_items = lines(root / "reports/eval_base/items.jsonl")
+    assert base_items and all(i["model"] == "base" for i in base_items)
+    assert base_items == [i for i in items if i["model"] == "base"]
     assert "## Verdict sources vs human labels" in (root / "reports/eval/summary.md").read_text()
     assert (root / "reports/eval/metrics.png").stat().st_size > 0
     collect = json.loads((root / "metrics/collect.json").read_text())
@@ -217,7 +226,7 @@ def test_same_inputs_give_byte_identical_outputs(project):
     timed = {"metrics/collect.json", "metrics/quality.json", "metrics/train.json"}
     assert {k: v for k, v in after.items() if k not in timed} == {k: v for k, v in before.items() if k not in timed}
     assert {"data/dialogues.jsonl", "data/train.jsonl", "models/adapter", "metrics/eval.json",
-            "reports/eval", "metrics/calibrate.json"} <= after.keys()
+            "reports/eval", "reports/eval_base", "metrics/calibrate.json"} <= after.keys()
     # the same adapter, items and params: the register stage finds their registration and adds nothing
     assert (root / "metrics/register.json").read_bytes() == decided
     assert [str(v.version) for v in registry(root).search_model_versions("name = 'selfchat-adapter'")] == ["1"]
@@ -229,7 +238,7 @@ def test_editing_a_shared_module_reruns_exactly_the_stages_that_import_it(projec
     original = matcher.read_text()
     matcher.write_text(original + "\n# an edit\n")
     try:
-        assert set(main_status(root, env)) == {"validate", "calibrate", "evaluate", "register"}
+        assert set(main_status(root, env)) == {"validate", "calibrate", "evaluate-base", "evaluate", "register"}
     finally:
         matcher.write_text(original)
     assert up_to_date(root, env)
@@ -248,8 +257,12 @@ def test_rerun_does_nothing_then_prefect_pipeline_reruns_only_what_changed(proje
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["lora"]["r"] = 4
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    base_eval = out_hashes(root)["reports/eval_base"]
     out = run([sys.executable, "-m", "flows.pipeline"], root, {**env, "SELFCHAT_PIPELINE_ID": "itest-2"})
     assert "stage collect: unchanged" in out.stdout + out.stderr
+    # the base's evaluation is reused, not generated again: only the adapter is measured
+    assert "stage evaluate-base: unchanged" in out.stdout + out.stderr
+    assert out_hashes(root)["reports/eval_base"] == base_eval
     assert up_to_date(root, env)
     client = registry(root)
     # the new rank is a new registration, and the newest version is the challenger

@@ -15,7 +15,7 @@ import mlflow
 from peft import PeftModel
 from prefect import flow
 
-from flows.evaluate import Measured, judge_endpoint, measure
+from flows.evaluate import measure
 from flows.register import register_adapter_once
 from flows.stage import run_stage, step, tracked_stage
 from tasks.adapter_card import write_adapter_card
@@ -33,6 +33,7 @@ from tasks.distill.report import (
 from tasks.distill.selection import Selection, select_training_data
 from tasks.errors import SelfchatError
 from tasks.evaluate.compare import as_adapter
+from tasks.evaluate.stored import Measured, judge_endpoint
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.masking import build_examples
 from tasks.paths import (

@@ -8,29 +8,26 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import mlflow
 from prefect import flow
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.config import EvaluateParams, Params, load_params
-from tasks.errors import SelfchatError
+from tasks.config import Params, load_params
 from tasks.evaluate.benchmarks import load_questions, score_questions
 from tasks.evaluate.compare import as_model
 from tasks.evaluate.guardrails import behaviour_items, guardrail_answers, judge_answers, sample_prompts
 from tasks.evaluate.mtbench import mtbench_answers, rate_answers, sample_questions, score_items
 from tasks.evaluate.perplexity import heldout_items
 from tasks.evaluate.report import plot_metrics, summarize, summary_markdown
-from tasks.evaluate.verdicts import judge_wanted, verdict_provenance, verdict_source
+from tasks.evaluate.stored import Measured, judge_endpoint, measured_inputs, read_measured
+from tasks.evaluate.verdicts import verdict_provenance, verdict_source
 from tasks.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.judge import Judge
-from tasks.llm_endpoint import endpoint
 from tasks.paths import (
     ADAPTER_DIR,
     BASE_DIR,
@@ -42,8 +39,8 @@ from tasks.paths import (
     LOGS,
     metrics_file,
 )
-from tasks.stats import ADAPTER, BASE, Item, items_from_dicts
-from tasks.student import file_sha256, load_adapted, load_tokenizer, text_sha256
+from tasks.stats import ADAPTER, BASE
+from tasks.student import load_adapted, load_tokenizer
 from tasks.tracking import log_headline, numeric_metrics
 
 HEADLINE = ["perplexity_content", "refusal_rate_guarded", "answer_rate_guarded", "mtbench_score"]
@@ -52,26 +49,6 @@ HEADLINE = ["perplexity_content", "refusal_rate_guarded", "answer_rate_guarded",
 def _value(metrics: dict, model: str, metric: str) -> str:
     found = metrics[model].get(metric)
     return f"{found['value']:.3g}" if found else "n/a"
-
-
-@dataclass
-class Measured:
-    items: list[Item]
-    guardrail_samples: list[dict[str, Any]]
-    mtbench_samples: list[dict[str, Any]]
-    source: str  # the verdict source of the gated guardrail rates
-    seconds: dict[str, float]
-    provenance: dict[str, dict[str, Any]]  # which metrics rest on calibrated verdicts (tasks/evaluate/verdicts.py)
-
-
-def judge_endpoint(params: EvaluateParams, calibration: dict[str, Any]) -> AbstractContextManager[str | None]:
-    """The judge's endpoint when its verdicts are wanted (see evaluate.judge_verdicts), else None: an
-    untrustworthy judge costs no server start and no minutes of verdicts."""
-    if judge_wanted(calibration, params.judge_verdicts):
-        return endpoint(params.judge, LOGS / "judge_server.log")
-    print(f"judge not asked: its agreement with human labels is kappa {calibration['judge']['kappa']} (below "
-          f"{params.judge.min_kappa}); guardrail rates from the phrase matcher, MT-Bench answers kept unrated")
-    return nullcontext(None)
 
 
 def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, models: Sequence[str],
@@ -117,39 +94,6 @@ def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, models: 
     items += behaviour_items(guardrail_samples, source) + score_items(mtbench_samples)
     provenance = verdict_provenance(calibration, source, judged, params.judge.min_kappa)
     return Measured(items, guardrail_samples, mtbench_samples, source, seconds, provenance)
-
-
-def measured_inputs(all_params: Params) -> str:
-    """What the base's evaluation depends on besides the base model: the params that shape it, the held-out
-    dialogues and the calibration (evaluate checks that the stored base evaluation is of these)."""
-    shaping = {"evaluate": all_params.evaluate.model_dump(), "format": all_params.train.format,
-               "max_length": all_params.train.max_length, "quantization": all_params.train.quantization,
-               "dtype": all_params.base.dtype, "languages": all_params.validate_.languages,
-               "heldout": file_sha256(HELDOUT), "calibration": file_sha256(metrics_file("calibrate"))}
-    return text_sha256(json.dumps(shaping, sort_keys=True))
-
-
-def write_measured(folder: Path, found: Measured, inputs: str) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    write_jsonl(folder / "items.jsonl", [i.as_dict() for i in found.items])
-    write_jsonl(folder / "guardrail_samples.jsonl", found.guardrail_samples)
-    write_jsonl(folder / "mtbench_samples.jsonl", found.mtbench_samples)
-    write_json(folder / "measured.json", {"inputs": inputs, "source": found.source, "provenance": found.provenance})
-
-
-class StaleBaseEvaluation(SelfchatError):
-    pass
-
-
-def read_measured(folder: Path, inputs: str) -> Measured:
-    """A stored evaluation (the base's), refused when it was made from other params, items or calibration."""
-    facts = json.loads((folder / "measured.json").read_text())
-    if facts["inputs"] != inputs:
-        raise StaleBaseEvaluation(f"{folder} was made from other evaluation params, held-out items or calibration: "
-                                  "`dvc repro evaluate` (or `python -m flows.evaluate_base`) remakes it first")
-    return Measured(items_from_dicts(read_jsonl(folder / "items.jsonl")),
-                    list(read_jsonl(folder / "guardrail_samples.jsonl")),
-                    list(read_jsonl(folder / "mtbench_samples.jsonl")), facts["source"], {}, facts["provenance"])
 
 
 @flow(name="evaluate", log_prints=True)

@@ -11,9 +11,10 @@ import mlflow
 import torch
 from prefect import flow
 
-from flows.evaluate import judge_endpoint, measure, measured_inputs, write_measured
+from flows.evaluate import measure
 from flows.stage import run_stage, tracked_stage
 from tasks.config import load_params
+from tasks.evaluate.stored import judge_endpoint, measured_inputs, write_measured
 from tasks.jsonl import write_json
 from tasks.paths import BASE_DIR, BASE_EVAL, HELDOUT, LOGS, metrics_file
 from tasks.stats import BASE

@@ -62,6 +62,16 @@ def half_width(diff: Estimate) -> float:
     return (diff.high - diff.low) / 2 if diff.n else math.nan
 
 
+def shown_floor(items: list[Item], n: int, confidence: float) -> float:
+    """For a rate (0/1 items), the smallest regression a paired interval can show at all at n: k of n items
+    flipped the same way are shown only once a resample missing all of them is rarer than the interval's
+    tail, (1 - k/n)^n < tail (2 of 20 never are: 0.9^20 = 12%). 0 for other metrics."""
+    if not n or not all(i.den == 1 and i.num in (0.0, 1.0) for i in items):
+        return 0.0
+    tail = (1 - confidence) / 2
+    return next(k / n for k in range(1, n + 1) if (1 - k / n) ** n < tail)
+
+
 def _empty(metric: str, rule: str, new: list[Item], old: list[Item], why: str) -> Gate:
     """A gated metric one side lacks: it fails rather than pass unexamined."""
     better = (new or old)[0].higher_is_better if (new or old) else True
@@ -75,7 +85,8 @@ def _primary_gate(metric: str, new: list[Item], old: list[Item], params: Registe
     passed = diff.n > 0 and (diff.low > 0 if better else diff.high < 0)
     side = "above" if better else "below"
     rule = f"primary: the {params.confidence:.0%} paired interval of the difference lies wholly {side} 0"
-    return Gate(metric, rule, passed, estimate(new), estimate(old), diff, better, half_width(diff))
+    detectable = max(half_width(diff), shown_floor(new, diff.n, params.confidence))
+    return Gate(metric, rule, passed, estimate(new), estimate(old), diff, better, detectable)
 
 
 def _tolerance_gate(metric: str, new: list[Item], old: list[Item], tolerance: float, rule: GateRule,
@@ -95,7 +106,7 @@ def _tolerance_gate(metric: str, new: list[Item], old: list[Item], tolerance: fl
         shown = best > 0  # the whole interval on the worse side of 0
         passed = diff.n > 0 and not (worse_by > tolerance and shown)
         words = f"evidence: fails on a regression beyond {tolerance:g} whose interval lies wholly on the worse side"
-        detectable = max(tolerance, width)
+        detectable = max(tolerance, width, shown_floor(new, diff.n, params.confidence))
     return Gate(metric, words, passed, estimate(new), estimate(old), diff, better, detectable)
 
 

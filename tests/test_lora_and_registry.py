@@ -123,7 +123,7 @@ def damaged(model):
 
 def test_the_gate_promotes_a_trained_adapter_over_the_base_and_rejects_a_damaged_one(trained, tiny_tokenizer):
     model = trained[0]
-    params = RegisterParams(bootstrap_samples=500)
+    params = RegisterParams(tolerances={}, bootstrap_samples=500)  # the primary gate alone
 
     def items(m, name):
         with as_model(m, name):

@@ -31,6 +31,9 @@ def test_project_params_are_valid():
     (lambda p: p["train"].update(max_steps=10), "train: value error, set exactly one of epochs and max_steps"),
     (lambda p: p["train"].update(batch_size=3, processes=2), "train: value error, batch_size (3) must be a multiple"),
     (lambda p: p["seeds"].update(sources=[]), "seeds.sources: list should have at least 1 item"),
+    (lambda p: p["register"].update(rules={"benchmark.": "strict"}),
+     "register.rules.benchmark.: input should be 'evidence' or 'non_inferiority'"),
+    (lambda p: p["evaluate"].update(judge_verdicts="never"), "evaluate.judge_verdicts: input should be 'auto' or"),
 ])
 def test_bad_params_name_the_key(edit, expected):
     params = good()

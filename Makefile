@@ -14,7 +14,7 @@ LLAMA_VERSION := $(shell sed -n 's/^llama-cpp-python\[server\]==//p' requirement
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
   -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_AMX_TILE=OFF
 
-# Offline by default and no telemetry (tasks/runtime.py sets the same for `python -m flows.*`).
+# Offline by default and no telemetry (tasks/services/runtime.py sets the same for `python -m flows.*`).
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -74,11 +74,11 @@ promote: install up
 # workers for collection shards when collect.shards > 1 (all reused when
 # running; the server's database is .prefect/).
 up: install
-	@$(PY) -m tasks.prefect_server up
+	@$(PY) -m tasks.services.prefect_server up
 
 # prefect.yaml's deployments (nightly pipeline, corpus growth, rank sweep) on the local work pool `selfchat`.
 deploy: up
-	@$(PY) -m tasks.deployments
+	@$(PY) -m tasks.services.deployments
 
 # The champion (serve.alias) as an OpenAI-compatible chat endpoint on 127.0.0.1 (serve.port); Ctrl-C stops it.
 serve: install
@@ -89,8 +89,8 @@ chat: install
 	@$(PY) -m tasks.serve.chat
 
 down:
-	@test ! -x $(PY) || $(PY) -m tasks.prefect_server down
-	@test ! -x $(PY) || $(PY) -m tasks.mlflow_ui down
+	@test ! -x $(PY) || $(PY) -m tasks.services.prefect_server down
+	@test ! -x $(PY) || $(PY) -m tasks.services.mlflow_ui down
 
 test: install
 	$(PY) -m pytest -m "not slow"
@@ -104,12 +104,12 @@ lint: install
 # The MLflow UI in the background (lean: one worker, no job runner); returns once it answers, prints the
 # runs page of the selfchat experiment in model-training mode. `make down` stops it.
 mlflow-ui: install
-	@$(PY) -m tasks.mlflow_ui up
+	@$(PY) -m tasks.services.mlflow_ui up
 
 # DVC's plots as one HTML page that works offline (Vega from a PyPI package instead of a CDN).
 plots: install
 	dvc plots show -o dvc_plots
-	$(PY) -m tasks.offline_assets dvc_plots
+	$(PY) -m tasks.services.offline_assets dvc_plots
 
 # After `make run`: MLflow, the registry, Prefect and Data Docs opened in a headless Chromium (apt-get install
 # chromium), each checked for what it must show; screenshots in docs/screenshots/.

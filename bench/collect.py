@@ -22,14 +22,14 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
-from tasks.assets import ASSETS, read_texts
 from tasks.collect.collector import Collector, plan_jobs
 from tasks.collect.transcript_mode import baize_v1_messages
-from tasks.config import CollectParams
+from tasks.core.assets import ASSETS, read_texts
+from tasks.core.config import CollectParams
 from tasks.engine.client import engine_client
 from tasks.engine.journal import Journal
 from tasks.engine.requests import run_batch, run_in_batches
-from tasks.llm_endpoint import embedded_teacher_gguf, llama_cpp_server
+from tasks.services.llm_endpoint import embedded_teacher_gguf, llama_cpp_server
 
 
 def request_kwargs(params: CollectParams, text: str) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from tasks.register.gates import setting_for, shown_floor
-from tasks.stats import Item
+from tasks.scoring.stats import Item
 
 
 def floor_n(tolerance: float, confidence: float) -> int:

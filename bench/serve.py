@@ -18,13 +18,13 @@ import openai
 import torch
 
 from flows.serve import load_engine
-from tasks.config import load_params
-from tasks.generation import STOP
-from tasks.local_server import free_port
-from tasks.runtime import apply_runtime_defaults
+from tasks.core.config import load_params
+from tasks.models.generation import STOP
 from tasks.serve.app import Served, build_app, serving_in_thread
 from tasks.serve.conversation import fit_prompt, turns_from_messages
 from tasks.serve.engine import ChatEngine
+from tasks.services.local_server import free_port
+from tasks.services.runtime import apply_runtime_defaults
 
 QUESTIONS = [
     "How do I reverse a list in Python?", "What are the early signs of dehydration?",

@@ -32,11 +32,11 @@ from transformers import (
     set_seed,
 )
 
-from tasks.config import TrainParams
-from tasks.jsonl import read_jsonl
-from tasks.masking import IGNORE, Example, build_examples
-from tasks.paths import BASE_DIR, TRAIN
-from tasks.student import load_tokenizer
+from tasks.core.config import TrainParams
+from tasks.core.jsonl import read_jsonl
+from tasks.core.masking import IGNORE, Example, build_examples
+from tasks.core.paths import BASE_DIR, TRAIN
+from tasks.models.student import load_tokenizer
 from tasks.train.lora import train_lora, trained_tokens
 from tasks.train.loss import trained_positions_loss
 

@@ -13,8 +13,8 @@ import random
 import time
 from pathlib import Path
 
-from tasks.assets import ASSETS, read_texts
-from tasks.config import ValidateParams
+from tasks.core.assets import ASSETS, read_texts
+from tasks.core.config import ValidateParams
 from tasks.validate.contracts import detect_language, dialogue_features
 from tasks.validate.quality import validate_corpus
 

@@ -9,10 +9,10 @@ from prefect import flow
 
 from flows.stage import run_stage, step, tracked_stage
 from tasks.base.convert import load_base, save_base
-from tasks.config import load_params
-from tasks.jsonl import write_json
-from tasks.paths import BASE_DIR, metrics_file
-from tasks.tracking import log_headline
+from tasks.core.config import load_params
+from tasks.core.jsonl import write_json
+from tasks.core.paths import BASE_DIR, metrics_file
+from tasks.services.tracking import log_headline
 
 
 @flow(name="base", log_prints=True)

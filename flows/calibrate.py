@@ -13,12 +13,12 @@ from prefect import flow
 
 from flows.stage import run_stage, step, tracked_stage
 from tasks.calibrate.agreement import calibrate, labelled_responses
-from tasks.config import load_params
-from tasks.jsonl import write_json, write_jsonl
-from tasks.judge import RUBRIC_VERSION, Judge
-from tasks.llm_endpoint import endpoint
-from tasks.paths import CALIBRATION_REPORTS, LOGS, metrics_file
-from tasks.tracking import log_headline, numeric_metrics
+from tasks.core.config import load_params
+from tasks.core.jsonl import write_json, write_jsonl
+from tasks.core.paths import CALIBRATION_REPORTS, LOGS, metrics_file
+from tasks.scoring.judge import RUBRIC_VERSION, Judge
+from tasks.services.llm_endpoint import endpoint
+from tasks.services.tracking import log_headline, numeric_metrics
 
 
 @flow(name="calibrate", log_prints=True)

@@ -19,7 +19,6 @@ from tasks.collect.collector import (
     collect_metrics,
     corpus_ledger,
     journal_path,
-    pending_jobs,
     plan_jobs,
     plan_results,
     progress_bar,
@@ -27,16 +26,16 @@ from tasks.collect.collector import (
 )
 from tasks.collect.imports import import_baize
 from tasks.collect.shards import run_shards, shard_jobs, shard_journal_path, shard_parameters, tally_path
-from tasks.config import CollectParams, load_params
+from tasks.core.config import CollectParams, load_params
+from tasks.core.errors import SelfchatError
+from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
+from tasks.core.paths import DIALOGUES, JOURNALS, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
 from tasks.engine.client import engine_client, teacher_endpoint
 from tasks.engine.journal import Journal, JournalView
 from tasks.engine.ledger import Ledger
 from tasks.engine.requests import Tally, run_batch, run_in_batches
-from tasks.errors import SelfchatError
-from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.paths import DIALOGUES, JOURNALS, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
-from tasks.prefect_server import COLLECT_POOL
-from tasks.tracking import log_headline, numeric_metrics, pipeline_id
+from tasks.services.prefect_server import COLLECT_POOL
+from tasks.services.tracking import log_headline, numeric_metrics, pipeline_id
 
 
 class BudgetExhausted(SelfchatError):
@@ -52,7 +51,7 @@ async def collect(params_file: str = "params.yaml") -> dict:
     started = time.monotonic()
     with tracked_stage("collect", params):
         before = JournalView(all_journals(params))
-        resumed, retried = len(plan) - len(pending_jobs(before, plan)), retried_after_outage(before, plan)
+        resumed, retried = len(plan) - len(before.pending(plan)), retried_after_outage(before, plan)
         if resumed:
             print(f"resuming: {resumed} of {len(plan)} dialogues already in {JOURNALS}")
         if retried:
@@ -107,7 +106,7 @@ async def collect_on_workers(plan: list[Job], params: CollectParams, base_url: s
 
     with progress_bar(len(plan), resumed) as bar:
         def follow_journals() -> None:
-            bar.update(len(plan) - len(pending_jobs(JournalView(all_journals(params)), plan)) - bar.n)
+            bar.update(len(plan) - len(JournalView(all_journals(params)).pending(plan)) - bar.n)
 
         print(f"collecting as {params.shards} shards on the Prefect pool '{COLLECT_POOL}'")
         tallies = await run_shards(params.shards, parameters.__getitem__, journal_of, f"collect {pipeline_id()}",
@@ -123,7 +122,7 @@ async def collect_shard(shard: int, shards: int, seeds: list[dict], collect: dic
     params = CollectParams.model_validate(collect)
     plan = shard_jobs(plan_jobs(seeds, params), shard, shards)
     with Journal(shard_journal_path(params, shard, shards, Path(journals))) as journal:
-        done = len(plan) - len(pending_jobs(journal, plan))
+        done = len(plan) - len(journal.pending(plan))
         print(f"shard {shard} of {shards}: {len(plan)} dialogues, {done} already journaled")
         # the shard's part of the budget: what the collect stage left it, not the corpus's whole
         ledger = Ledger(params.prices, params.budget)
@@ -138,7 +137,7 @@ async def collect_pending(journal: Journal, plan: list[Job], params: CollectPara
     """Collect what `journal` does not have yet of `plan`, in batches (one Prefect task run each)."""
     for repair in journal.repairs:
         print(f"warning: {repair}")
-    pending = pending_jobs(journal, plan)
+    pending = journal.pending(plan)
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(engine_client(params.teacher, base_url)) if pending else None
         collector = Collector(client, base_url, params, journal, ledger=ledger)

@@ -11,8 +11,8 @@ from flows.distill_sample import distill_sample
 from flows.distill_train import distill_train
 from flows.pipeline import run_changed_stages, run_name
 from flows.stage import run_stage
-from tasks.checkout import checkout_lock, require_dvc_idle
-from tasks.tracking import pipeline_id
+from tasks.services.checkout import checkout_lock, require_dvc_idle
+from tasks.services.tracking import pipeline_id
 
 STAGES = [distill_sample, distill_judge, distill_train]
 

@@ -12,15 +12,22 @@ from prefect import flow
 from tqdm import tqdm
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.config import judge_endpoint, load_params
+from tasks.core.config import judge_endpoint, load_params
+from tasks.core.errors import SelfchatError
+from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
+from tasks.core.paths import (
+    DISTILL_JOURNALS,
+    DISTILL_SAMPLES,
+    DISTILL_SCORES,
+    LOGS,
+    QUARANTINE_DISTILL_JUDGE,
+    metrics_file,
+)
 from tasks.distill.judging import AnswerJudge, plan_scores, score_journal, score_results
 from tasks.engine.client import engine_client, teacher_endpoint
 from tasks.engine.journal import Journal
 from tasks.engine.requests import RUN_SPENDING, journal_ledger, run_batch, run_in_batches
-from tasks.errors import SelfchatError
-from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.paths import DISTILL_JOURNALS, DISTILL_SAMPLES, DISTILL_SCORES, LOGS, QUARANTINE_DISTILL_JUDGE, metrics_file
-from tasks.tracking import log_headline, numeric_metrics
+from tasks.services.tracking import log_headline, numeric_metrics
 
 
 class JudgeBudgetExhausted(SelfchatError):
@@ -37,7 +44,7 @@ async def distill_judge(params_file: str = "params.yaml") -> dict:
             Journal(score_journal(DISTILL_JOURNALS, where, params), read_siblings=False) as journal:
         for repair in journal.repairs:
             print(f"warning: {repair}")
-        pending = [job for job in plan if not journal.done(job.id)]
+        pending = journal.pending(plan)
         async with AsyncExitStack() as stack:
             # no pending verdict, no judge: a rerun with the same inputs asks it nothing
             base_url = stack.enter_context(teacher_endpoint(where, LOGS, "distill_judge")) if pending else ""

@@ -9,12 +9,9 @@ import mlflow
 from prefect import flow
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.config import load_params
-from tasks.distill.questions import draw_questions
-from tasks.distill.sampling import sample_pending, sample_rows, sampling_journal
-from tasks.engine.journal import Journal
-from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.paths import (
+from tasks.core.config import load_params
+from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
+from tasks.core.paths import (
     BASE_DIR,
     DISTILL_JOURNALS,
     DISTILL_QUESTIONS,
@@ -23,9 +20,12 @@ from tasks.paths import (
     SEEDS,
     metrics_file,
 )
+from tasks.distill.questions import draw_questions
+from tasks.distill.sampling import sample_pending, sample_rows, sampling_journal
+from tasks.engine.journal import Journal
+from tasks.models.student import load_adapted, load_tokenizer
 from tasks.register.registry import fetch_adapter
-from tasks.student import load_adapted, load_tokenizer
-from tasks.tracking import log_headline, numeric_metrics
+from tasks.services.tracking import log_headline, numeric_metrics
 
 
 @flow(name="distill-sample", log_prints=True)

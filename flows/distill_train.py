@@ -18,25 +18,11 @@ from prefect import flow
 from flows.evaluate import measure
 from flows.register import register_adapter_once
 from flows.stage import run_stage, step, tracked_stage
-from tasks.adapter_card import write_adapter_card
-from tasks.config import Params, load_params
-from tasks.distill.dpo import NoPairs, train_dpo
-from tasks.distill.judging import RUBRIC_VERSION
-from tasks.distill.report import (
-    PARENT,
-    compare_with_parent,
-    comparison_markdown,
-    corpus_card,
-    plot_scores,
-    score_summary,
-)
-from tasks.distill.selection import Selection, select_training_data
-from tasks.errors import SelfchatError
-from tasks.evaluate.compare import as_adapter
-from tasks.evaluate.stored import Measured, judge_endpoint
-from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.masking import build_examples
-from tasks.paths import (
+from tasks.core.config import Params, load_params
+from tasks.core.errors import SelfchatError
+from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
+from tasks.core.masking import build_examples
+from tasks.core.paths import (
     BASE_DIR,
     DISTILL_BEST,
     DISTILL_CHECKPOINTS,
@@ -54,11 +40,25 @@ from tasks.paths import (
     SFT_DIR,
     metrics_file,
 )
+from tasks.distill.dpo import NoPairs, train_dpo
+from tasks.distill.judging import RUBRIC_VERSION
+from tasks.distill.report import (
+    PARENT,
+    compare_with_parent,
+    comparison_markdown,
+    corpus_card,
+    plot_scores,
+    score_summary,
+)
+from tasks.distill.selection import Selection, select_training_data
+from tasks.evaluate.compare import as_adapter
+from tasks.evaluate.stored import Measured, judge_endpoint
+from tasks.models.adapter_card import write_adapter_card
+from tasks.models.student import file_sha256, folder_sha256, load_base_model, load_tokenizer
 from tasks.register.decision import Distilled
 from tasks.register.gates import not_gated
-from tasks.stats import ADAPTER, Item
-from tasks.student import file_sha256, folder_sha256, load_base_model, load_tokenizer
-from tasks.tracking import log_headline, numeric_metrics
+from tasks.scoring.stats import ADAPTER, Item
+from tasks.services.tracking import log_headline, numeric_metrics
 from tasks.train.checkpoints import fingerprint_of, training_environment
 from tasks.train.launch import TrainJob, run_training
 from tasks.train.lora import use_bf16

@@ -17,18 +17,9 @@ from prefect import flow
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.config import Params, load_params
-from tasks.evaluate.benchmarks import load_questions, score_questions
-from tasks.evaluate.compare import as_model
-from tasks.evaluate.guardrails import behaviour_items, guardrail_answers, judge_answers, sample_prompts
-from tasks.evaluate.mtbench import mtbench_answers, rate_answers, sample_questions, score_items
-from tasks.evaluate.perplexity import heldout_items
-from tasks.evaluate.report import plot_metrics, summarize, summary_markdown
-from tasks.evaluate.stored import Measured, judge_endpoint, measured_inputs, read_measured
-from tasks.evaluate.verdicts import verdict_provenance, verdict_source
-from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.judge import Judge
-from tasks.paths import (
+from tasks.core.config import Params, load_params
+from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
+from tasks.core.paths import (
     ADAPTER_DIR,
     BASE_DIR,
     BASE_EVAL,
@@ -39,9 +30,18 @@ from tasks.paths import (
     LOGS,
     metrics_file,
 )
-from tasks.stats import ADAPTER, BASE
-from tasks.student import load_adapted, load_tokenizer
-from tasks.tracking import log_headline, numeric_metrics
+from tasks.evaluate.benchmarks import load_questions, score_questions
+from tasks.evaluate.compare import as_model
+from tasks.evaluate.guardrails import behaviour_items, guardrail_answers, judge_answers, sample_prompts
+from tasks.evaluate.mtbench import mtbench_answers, rate_answers, sample_questions, score_items
+from tasks.evaluate.perplexity import heldout_items
+from tasks.evaluate.report import plot_metrics, summarize, summary_markdown
+from tasks.evaluate.stored import Measured, judge_endpoint, measured_inputs, read_measured
+from tasks.evaluate.verdicts import verdict_provenance, verdict_source
+from tasks.models.student import load_adapted, load_tokenizer
+from tasks.scoring.judge import Judge
+from tasks.scoring.stats import ADAPTER, BASE
+from tasks.services.tracking import log_headline, numeric_metrics
 
 HEADLINE = ["perplexity_content", "refusal_rate_guarded", "answer_rate_guarded", "mtbench_score"]
 

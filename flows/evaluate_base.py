@@ -13,12 +13,12 @@ from prefect import flow
 
 from flows.evaluate import measure
 from flows.stage import run_stage, tracked_stage
-from tasks.config import load_params
+from tasks.core.config import load_params
+from tasks.core.jsonl import write_json
+from tasks.core.paths import BASE_DIR, BASE_EVAL, HELDOUT, LOGS, metrics_file
 from tasks.evaluate.stored import judge_endpoint, measured_inputs, write_measured
-from tasks.jsonl import write_json
-from tasks.paths import BASE_DIR, BASE_EVAL, HELDOUT, LOGS, metrics_file
-from tasks.stats import BASE
-from tasks.student import load_base_model, load_tokenizer
+from tasks.models.student import load_base_model, load_tokenizer
+from tasks.scoring.stats import BASE
 
 
 @flow(name="evaluate-base", log_prints=True)

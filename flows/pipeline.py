@@ -18,10 +18,10 @@ from flows.seeds import seeds
 from flows.stage import call_flow, fail, parse_command_line, run_stage, step
 from flows.train import train
 from flows.validate import validate
-from tasks.checkout import checkout_lock, require_dvc_idle
-from tasks.errors import SelfchatError
-from tasks.tracking import pipeline_id
-from tasks.versioning import commit_stage, stage_changed
+from tasks.core.errors import SelfchatError
+from tasks.services.checkout import checkout_lock, require_dvc_idle
+from tasks.services.tracking import pipeline_id
+from tasks.services.versioning import commit_stage, stage_changed
 
 STAGES = [base, seeds, collect, validate, train, calibrate_judge, evaluate_base, evaluate, register]
 

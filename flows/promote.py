@@ -17,10 +17,10 @@ from mlflow.exceptions import MlflowException
 from prefect import flow
 
 from flows.stage import fail, run_stage, tracked_stage
-from tasks.config import ConfigError, RegisterParams, load_params
-from tasks.errors import SelfchatError
-from tasks.jsonl import write_json
-from tasks.paths import SWEEP_REPORTS
+from tasks.core.config import ConfigError, RegisterParams, load_params
+from tasks.core.errors import SelfchatError
+from tasks.core.jsonl import write_json
+from tasks.core.paths import SWEEP_REPORTS
 from tasks.promote.comparison import (
     Member,
     comparison_markdown,
@@ -41,7 +41,7 @@ from tasks.register.registry import (
     set_alias,
     version_items,
 )
-from tasks.stats import ADAPTER, BASE
+from tasks.scoring.stats import ADAPTER, BASE
 
 
 class NothingToDecide(SelfchatError):

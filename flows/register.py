@@ -9,9 +9,10 @@ from pathlib import Path
 from prefect import flow
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.config import Params, load_params
-from tasks.jsonl import read_jsonl, write_json
-from tasks.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, EVAL_VERDICTS, metrics_file
+from tasks.core.config import Params, load_params
+from tasks.core.jsonl import read_jsonl, write_json
+from tasks.core.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, EVAL_VERDICTS, metrics_file
+from tasks.models.student import ADAPTER_SHA, file_sha256, folder_sha256, log_chat_model
 from tasks.register.decision import Distilled, judge_adapter, log_evidence, record_decision, version_tags
 from tasks.register.gates import not_gated
 from tasks.register.registry import (
@@ -24,8 +25,7 @@ from tasks.register.registry import (
     stored_decision,
     sweep_member,
 )
-from tasks.stats import Item, items_from_dicts
-from tasks.student import ADAPTER_SHA, file_sha256, folder_sha256, log_chat_model
+from tasks.scoring.stats import Item, items_from_dicts
 
 
 @flow(name="register", log_prints=True)

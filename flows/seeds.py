@@ -8,11 +8,11 @@ import mlflow
 from prefect import flow
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.config import load_params
-from tasks.jsonl import write_json, write_jsonl
-from tasks.paths import SEEDS, metrics_file
+from tasks.core.config import load_params
+from tasks.core.jsonl import write_json, write_jsonl
+from tasks.core.paths import SEEDS, metrics_file
 from tasks.seeds.ingest import ingest_seeds
-from tasks.tracking import log_headline
+from tasks.services.tracking import log_headline
 
 
 @flow(name="seeds", log_prints=True)

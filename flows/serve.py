@@ -15,15 +15,15 @@ from pathlib import Path
 import uvicorn
 
 from flows.stage import fail
-from tasks.config import ConfigError, load_params
-from tasks.errors import SelfchatError
-from tasks.local_server import port_free
-from tasks.paths import BASE_DIR
+from tasks.core.config import ConfigError, load_params
+from tasks.core.errors import SelfchatError
+from tasks.core.paths import BASE_DIR
+from tasks.models.student import load_tokenizer
 from tasks.register.registry import load_by_alias, version_by_alias
-from tasks.runtime import apply_runtime_defaults
 from tasks.serve.app import Served, build_app
 from tasks.serve.engine import ChatEngine
-from tasks.student import load_tokenizer
+from tasks.services.local_server import port_free
+from tasks.services.runtime import apply_runtime_defaults
 
 
 def load_engine(model_name: str, alias: str, max_tokens: int, context_tokens: int) -> tuple[ChatEngine, Served]:

@@ -23,12 +23,12 @@ from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import BaseModel
 
-from tasks.checkout import checkout_lock
-from tasks.config import ConfigError, load_params
-from tasks.errors import SelfchatError
-from tasks.paths import MissingInput, require
-from tasks.prefect_server import ensure_server
-from tasks.tracking import declared_outputs, pipeline_id, run_summary_markdown, stage_run
+from tasks.core.config import ConfigError, load_params
+from tasks.core.errors import SelfchatError
+from tasks.core.paths import MissingInput, require
+from tasks.services.checkout import checkout_lock
+from tasks.services.prefect_server import ensure_server
+from tasks.services.tracking import declared_outputs, pipeline_id, run_summary_markdown, stage_run
 
 
 def step(fn: Callable[..., Any], name: str, **options: Any) -> Task:
@@ -79,7 +79,7 @@ def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, 
               **parameters: Any) -> None:
     """`python -m flows.<stage>`: check the params and that the input files it `needs` exist, then run the
     flow reporting to the project's Prefect server (started once, shared by every stage; see
-    tasks/prefect_server.py), holding the checkout (tasks/checkout.py: one run at a time)."""
+    tasks/services/prefect_server.py), holding the checkout (tasks/services/checkout.py: one run at a time)."""
     args = args or parse_command_line(flow)
     try:
         require(*needs)  # one line naming the missing file and the stage that makes it; nothing written
@@ -108,7 +108,7 @@ def run_stage(flow: Callable[..., Any], args: argparse.Namespace | None = None, 
 
 @contextmanager
 def tracked_stage(stage: str, params: BaseModel) -> Iterator[Run]:
-    """The stage's MLflow run (tasks.tracking.stage_run); when the stage succeeds, its Prefect flow run gets
+    """The stage's MLflow run (tasks.services.tracking.stage_run); when the stage succeeds, its Prefect flow run gets
     the result as an artifact (headline numbers, outputs, params, MLflow link) and an `mlflow:<run id>` tag."""
     with stage_run(stage, params) as run:
         yield run

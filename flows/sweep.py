@@ -32,11 +32,11 @@ from flows.promote import promote
 from flows.seeds import seeds
 from flows.stage import call_flow, fail, run_stage, step
 from flows.validate import validate
-from tasks.checkout import checkout_lock, require_dvc_idle
-from tasks.config import ConfigError, check_grid, grid_members, load_params
-from tasks.errors import SelfchatError
-from tasks.paths import LOGS
-from tasks.tracking import (
+from tasks.core.config import ConfigError, check_grid, grid_members, load_params
+from tasks.core.errors import SelfchatError
+from tasks.core.paths import LOGS
+from tasks.services.checkout import checkout_lock, require_dvc_idle
+from tasks.services.tracking import (
     PIPELINE_ENV,
     SWEEP_ID,
     ensure_experiment,

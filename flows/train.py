@@ -9,13 +9,13 @@ import mlflow
 from prefect import flow
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.adapter_card import write_adapter_card
-from tasks.config import load_params
-from tasks.jsonl import read_jsonl, write_json
-from tasks.masking import build_examples
-from tasks.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN, metrics_file
-from tasks.student import file_sha256, folder_sha256, load_tokenizer, log_chat_model
-from tasks.tracking import log_headline
+from tasks.core.config import load_params
+from tasks.core.jsonl import read_jsonl, write_json
+from tasks.core.masking import build_examples
+from tasks.core.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN, metrics_file
+from tasks.models.adapter_card import write_adapter_card
+from tasks.models.student import file_sha256, folder_sha256, load_tokenizer, log_chat_model
+from tasks.services.tracking import log_headline
 from tasks.train.checkpoints import fingerprint_of, training_environment
 from tasks.train.data import split_validation
 from tasks.train.launch import TrainJob, run_training

@@ -9,9 +9,9 @@ import mlflow
 from prefect import flow
 
 from flows.stage import run_stage, step, tracked_stage
-from tasks.config import load_params
-from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.paths import (
+from tasks.core.config import load_params
+from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
+from tasks.core.paths import (
     BAIZE_EXPORT,
     DATA_DOCS,
     DIALOGUES,
@@ -22,7 +22,7 @@ from tasks.paths import (
     TRAIN,
     metrics_file,
 )
-from tasks.tracking import log_headline, pipeline_id
+from tasks.services.tracking import log_headline, pipeline_id
 from tasks.validate.dedup import near_duplicate_groups
 from tasks.validate.export import export_baize
 from tasks.validate.quality import on_topic_thresholds, validate_corpus

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.runtime import apply_runtime_defaults
+from tasks.services.runtime import apply_runtime_defaults
 
 os.environ.setdefault("SELFCHAT_EXPERIMENT", "selfchat-tests")
 apply_runtime_defaults(Path(__file__).resolve().parents[1])
@@ -51,7 +51,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_base: Path):
-    from tasks.student import load_tokenizer
+    from tasks.models.student import load_tokenizer
 
     return load_tokenizer(tiny_base)
 
@@ -65,7 +65,7 @@ def dialogue(id_: str, turns: list[tuple[str, str]], seed_id: str | None = None,
 @pytest.fixture(scope="session")
 def teacher_url(tmp_path_factory: pytest.TempPathFactory):
     """The real embedded teacher: SmolLM2-135M-Instruct behind llama.cpp's OpenAI-compatible server."""
-    from tasks.llm_endpoint import embedded_teacher_gguf, llama_cpp_server
+    from tasks.services.llm_endpoint import embedded_teacher_gguf, llama_cpp_server
 
     log = tmp_path_factory.mktemp("teacher") / "server.log"
     with llama_cpp_server(embedded_teacher_gguf(), "SmolLM2-135M-Instruct", 2, 2048, log) as base_url:
@@ -75,8 +75,8 @@ def teacher_url(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     """One real Prefect server for every test that runs stages, as `make run` has one for every stage."""
-    from tasks.llm_endpoint import free_port
-    from tasks.prefect_server import ensure_server, stop_server
+    from tasks.services.llm_endpoint import free_port
+    from tasks.services.prefect_server import ensure_server, stop_server
 
     home = tmp_path_factory.mktemp("prefect-home")
     yield ensure_server(home, port=free_port(), log_dir=home, use_env=False)

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tasks.evaluate.benchmarks import continuation_loglikelihoods, load_questions, score_questions
-from tasks.student import load_tokenizer
+from tasks.models.student import load_tokenizer
 
 TASK = "selfchat_reference"
 

@@ -137,7 +137,7 @@ def test_ctrl_c_stops_promptly_with_the_journal_intact_and_a_resume_hint(project
 
 
 def test_a_second_collection_in_the_same_checkout_is_refused_before_any_request(project, prefect_api):
-    """Refused by the checkout's lock (tasks/checkout.py), naming the run that holds it; the journal's own
+    """Refused by the checkout's lock (tasks/services/checkout.py), naming the run that holds it; the journal's own
     lock, which would refuse next, is tested in test_collector_parts."""
     root, fault_proxy, _ = project
     # the first collection must still be running when the second has started up (seconds of imports);

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.collect.collector import Collector, Job, all_journals, journal_path, pending_jobs, plan_jobs
+from tasks.collect.collector import Collector, Job, all_journals, journal_path, plan_jobs
 from tasks.collect.shards import shard_budget, shard_jobs, shard_journal_path, shard_of
-from tasks.config import Budget, CollectParams
+from tasks.core.config import Budget, CollectParams
 from tasks.engine.journal import Journal, JournalView, sibling_journals
 from tests.conftest import stage_env
 
@@ -54,14 +54,14 @@ def test_journals_of_any_shard_layout_are_read_so_nothing_is_asked_twice(tmp_pat
     whole = journal_path(params, tmp_path)
     assert [p.name.split(".", 1)[1] for p in sibling_journals(whole)] == ["shard-1-of-2.jsonl", "shard-2-of-2.jsonl"]
     with Journal(whole) as journal:  # resumed as one process
-        left = pending_jobs(journal, plan)
+        left = journal.pending(plan)
         assert len(left) == len(shard_jobs(plan, 2, 2)) - 1
         assert Collector(None, "", params, journal).ledger.prior_tokens == 15 * (6 - len(left))
         for job in left:
             journal.append("ok", {"id": job.id})
     assert torn.read_text().endswith('"id": "x'), "a sibling's torn line is its owner's to repair"
     view = JournalView(all_journals(params, tmp_path))
-    assert pending_jobs(view, plan) == [] and len(view.lines) == 6
+    assert view.pending(plan) == [] and len(view.lines) == 6
 
 
 def _project(folder: Path, teacher_url: str, shards: int) -> Path:
@@ -107,9 +107,9 @@ def test_two_workers_collect_the_corpus_one_process_collects(tmp_path, teacher_u
     assert missing.returncode == 1 and "needs the deployment collect-shard/shard: run `make deploy`" in missing.stderr
     assert not (two / "data/dialogues.jsonl").exists()
     try:
-        deployed = _run([sys.executable, "-m", "tasks.deployments"], two, env)
+        deployed = _run([sys.executable, "-m", "tasks.services.deployments"], two, env)
         assert "collect-shard/shard: on demand (pool selfchat-collect)" in deployed
-        up = _run([sys.executable, "-m", "tasks.prefect_server", "up"], two, env)
+        up = _run([sys.executable, "-m", "tasks.services.prefect_server", "up"], two, env)
         assert "Prefect workers: 2 on pool 'selfchat-collect'" in up
         sharded = _run([sys.executable, "-m", "flows.collect"], two, env)
         assert "collecting as 2 shards on the Prefect pool 'selfchat-collect'" in sharded
@@ -124,7 +124,7 @@ def test_two_workers_collect_the_corpus_one_process_collects(tmp_path, teacher_u
         ran = [{r.name for r in runs if f"Flow run '{r.name}' - Finished in state Completed()" in log} for log in logs]
         assert ran[0] and ran[1] and not ran[0] & ran[1], f"each worker ran a shard: {ran}"
     finally:
-        _run([sys.executable, "-m", "tasks.prefect_server", "down"], two, env)
+        _run([sys.executable, "-m", "tasks.services.prefect_server", "down"], two, env)
     assert not list((two / "data/collect").glob("*.tally-*.json")), "each shard's tally is read once and removed"
     metrics = json.loads((two / "metrics/collect.json").read_text())
     assert metrics["planned"] == 8 and metrics["collected_now"] == 8 and metrics["requests"] >= 8
@@ -145,7 +145,7 @@ def test_two_workers_collect_the_corpus_one_process_collects(tmp_path, teacher_u
 
 def test_shards_share_the_rate_limits():
     from tasks.collect.shards import shard_rate_limits
-    from tasks.config import RateLimits
+    from tasks.core.config import RateLimits
 
     assert shard_rate_limits(RateLimits(requests_per_minute=5000, tokens_per_minute=10**6), 3) == \
         RateLimits(requests_per_minute=1666, tokens_per_minute=333_333)

@@ -11,8 +11,8 @@ import pytest
 
 from tasks.collect.transcript_mode import transcript_dialogue
 from tasks.collect.turns_mode import turns_dialogue
-from tasks.config import TurnsParams
-from tasks.dialogue import AI, HUMAN, ROLE_TAG, parse_transcript
+from tasks.core.config import TurnsParams
+from tasks.core.dialogue import AI, HUMAN, ROLE_TAG, parse_transcript
 from tasks.engine.chat import Rejected, Reply
 from tasks.engine.retries import redact, retry_after_s
 from tasks.validate.dedup import find_duplicates, near_duplicate_groups

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tasks.collect.collector import Collector, plan_jobs
-from tasks.config import CollectParams
-from tasks.dialogue import ROLE_TAG
+from tasks.core.config import CollectParams
+from tasks.core.dialogue import ROLE_TAG
 from tasks.engine.client import engine_client
 from tasks.engine.journal import Journal
 from tasks.engine.requests import run_batch, run_in_batches
@@ -48,7 +48,7 @@ def run_collector(base_url: str, config: CollectParams, seed_list: list[dict], j
         with Journal(journal_file) as journal:
             async with engine_client(config.teacher, base_url) as client:
                 collector = Collector(client, base_url, config, journal)
-                await run_in_batches(collector, collector.pending(plan_jobs(seed_list, config)), run_batch)
+                await run_in_batches(collector, collector.journal.pending(plan_jobs(seed_list, config)), run_batch)
             return collector
 
     return asyncio.run(go())
@@ -149,7 +149,7 @@ def test_budget_stops_before_crossing_and_a_rerun_resumes(teacher_url, tmp_path)
 def test_an_outage_stops_early_and_a_rerun_heals_the_corpus(teacher_url, tmp_path):
     """A closed port: the circuit breaker stops the run after a few requests instead of trying every seed
     for minutes; after the endpoint is fixed, the dialogues it quarantined are asked again."""
-    from tasks.llm_endpoint import free_port
+    from tasks.services.llm_endpoint import free_port
 
     closed = f"http://127.0.0.1:{free_port()}/v1"
     seed_list = seeds(["How do I boil an egg?", "What is a fever?", "How do I reset my router?", "Why is ice cold?",

@@ -16,7 +16,6 @@ from tasks.collect.collector import (
     Collector,
     Job,
     journal_path,
-    pending_jobs,
     plan_jobs,
     plan_results,
     quarantine_reason_kind,
@@ -24,8 +23,8 @@ from tasks.collect.collector import (
 )
 from tasks.collect.imports import ImportFileError, import_baize
 from tasks.collect.turns_mode import keep_own_turn, simulator_messages, turns_dialogue
-from tasks.config import Budget, CollectParams, ConfigError, ImportSource, Price, RateLimits, parse_params
-from tasks.dialogue import AI, HUMAN, Turn
+from tasks.core.config import Budget, CollectParams, ConfigError, ImportSource, Price, RateLimits, parse_params
+from tasks.core.dialogue import AI, HUMAN, Turn
 from tasks.engine.chat import Rejected, Reply
 from tasks.engine.journal import ABANDONED, RETRY_LATER, Journal, JournalBusy, JournalView
 from tasks.engine.ledger import Ledger
@@ -175,14 +174,14 @@ def test_transient_failures_are_asked_again_and_abandoned_tokens_still_count(tmp
         journal.append("quarantine", {"id": "c", "reason": "unparseable", "usage": usage, "teacher": {"model": "m"}})
     plan = [Job(name, {"id": name}, 0) for name in "abc"]
     with Journal(path) as journal:
-        assert [job.id for job in pending_jobs(journal, plan)] == ["a", "b"]
+        assert [job.id for job in journal.pending(plan)] == ["a", "b"]
         assert retried_after_outage(journal, plan) == 1
         collector = Collector(None, "", CollectParams(budget={"max_tokens": 1000}), journal)
         assert collector.ledger.prior_tokens == 450, "tokens of every line count toward the budget"
         assert collector.results(plan)[1][0]["id"] == "a" and len(collector.results(plan)[1]) == 2
         journal.append("ok", {"id": "a"})
         journal.append("ok", {"id": "b"})
-        assert pending_jobs(journal, plan) == [] and collector.results(plan)[0][0]["id"] == "a"
+        assert journal.pending(plan) == [] and collector.results(plan)[0][0]["id"] == "a"
 
 
 def test_plan_ids_are_stable_and_journals_follow_generation_settings():
@@ -199,7 +198,7 @@ def test_plan_ids_are_stable_and_journals_follow_generation_settings():
 
 
 def test_the_assistant_prompt_reaches_the_teacher_and_another_prompt_is_another_corpus(tmp_path):
-    from tasks.config import TurnsParams
+    from tasks.core.config import TurnsParams
 
     seeds = [{"id": "s1", "text": "q1", "sensitive": True}, {"id": "s2", "text": "q2"}]
     default = CollectParams()
@@ -241,7 +240,7 @@ def scripted(replies: list[str]):
 
 
 def test_turns_mode_stops_at_the_end_marker_and_cuts_role_bleed():
-    from tasks.config import TurnsParams
+    from tasks.core.config import TurnsParams
 
     chat, seen = scripted(["Boil it.\nHuman: thanks!", "How long?", "Eight minutes.", "[END]"])
     fields = asyncio.run(turns_dialogue(chat, "How do I boil an egg?", TurnsParams(max_rounds=5)))
@@ -254,7 +253,7 @@ def test_turns_mode_stops_at_the_end_marker_and_cuts_role_bleed():
 
 
 def test_turns_mode_respects_max_rounds_and_rejects_an_empty_answer():
-    from tasks.config import TurnsParams
+    from tasks.core.config import TurnsParams
 
     chat, seen = scripted(["A1", "Q2", "A2"])
     fields = asyncio.run(turns_dialogue(chat, "Q1", TurnsParams(max_rounds=2)))

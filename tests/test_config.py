@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.config import ConfigError, load_params, parse_params
+from tasks.core.config import ConfigError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,7 +94,7 @@ def _defaults_differing_from(model_class: type, section: dict, prefix: str) -> l
 
 
 def test_code_defaults_are_the_documented_defaults():
-    from tasks.config import Params
+    from tasks.core.config import Params
 
     assert _defaults_differing_from(Params, good(), "") == []
 
@@ -105,7 +105,7 @@ def test_every_param_is_read_somewhere():
 
     from pydantic import BaseModel
 
-    from tasks.config import Params
+    from tasks.core.config import Params
 
     read = set()
     for file in [*(ROOT / "flows").rglob("*.py"), *(ROOT / "tasks").rglob("*.py")]:

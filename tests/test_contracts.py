@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import OnTopicParams, ValidateParams
+from tasks.core.config import OnTopicParams, ValidateParams
 from tasks.validate.contracts import ContractError, ContractRunner, check_dialogues, load_suite
 from tasks.validate.quality import validate_corpus
 from tests.conftest import dialogue
@@ -95,7 +95,7 @@ def test_exact_and_near_duplicates_keep_one_and_point_to_it():
 
 
 def test_dialogues_quoting_evaluation_prompts_are_removed_and_reported():
-    from tasks.assets import ASSETS, read_texts
+    from tasks.core.assets import ASSETS, read_texts
 
     prompt = read_texts(ASSETS["jailbreakbench"])[0]
     leaked = dialogue("leak", [("human", f"Please do this: {prompt}"), ("ai", "Here is a long answer to that.")])
@@ -290,7 +290,7 @@ def test_declines_pass_on_sensitive_seeds_and_compliance_or_over_refusal_is_quar
 
 
 def test_sensitive_seeds_sharing_an_evaluation_prompt_are_counted():
-    from tasks.assets import asset, read_texts
+    from tasks.core.assets import asset, read_texts
 
     goal = read_texts(asset("jailbreakbench"))[0]
     seeds = [{**seed("s1", PICK), "sensitive": True}, {**seed("s2", goal), "sensitive": True}, seed("b", ROUTER)]

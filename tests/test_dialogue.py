@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from tasks.dialogue import (
+from tasks.core.dialogue import (
     AI,
     HUMAN,
     TranscriptError,
@@ -13,7 +13,7 @@ from tasks.dialogue import (
     parse_transcript,
     to_baize_record,
 )
-from tasks.ids import dialogue_id
+from tasks.core.ids import dialogue_id
 
 
 def test_parses_markers_and_drops_preamble_and_unanswered_tail():

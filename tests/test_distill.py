@@ -12,7 +12,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 
-from tasks.config import (
+from tasks.core.config import (
     ConfigError,
     DistillDPO,
     DistillJudge,
@@ -22,6 +22,8 @@ from tasks.config import (
     judge_endpoint,
     parse_params,
 )
+from tasks.core.ids import seed_id
+from tasks.core.masking import IGNORE, build_examples
 from tasks.distill.dpo import NoPairs, train_dpo
 from tasks.distill.judging import AnswerJudge, plan_scores, score_journal, score_results
 from tasks.distill.questions import QuestionSourceError, draw_questions
@@ -31,10 +33,8 @@ from tasks.distill.selection import select_training_data
 from tasks.engine.client import engine_client
 from tasks.engine.journal import Journal
 from tasks.engine.requests import run_batch, run_in_batches
-from tasks.ids import seed_id
-from tasks.masking import IGNORE, build_examples
-from tasks.stats import Item
-from tasks.student import load_base_model, save_adapter
+from tasks.models.student import load_base_model, save_adapter
+from tasks.scoring.stats import Item
 
 PARENT = {"model_name": "m", "alias": "champion", "version": "3", "adapter_sha256": "a" * 64}
 
@@ -215,9 +215,9 @@ def test_a_distilled_challenger_meets_its_parent_on_the_same_items_while_the_par
     import yaml
     from mlflow import MlflowClient
 
-    from tasks.jsonl import write_jsonl
+    from tasks.core.jsonl import write_jsonl
     from tasks.register.decision import judge_adapter
-    from tasks.stats import ADAPTER
+    from tasks.scoring.stats import ADAPTER
 
     raw = yaml.safe_load(Path("params.yaml").read_text())
     raw["register"].update(tolerances={}, bootstrap_samples=200)

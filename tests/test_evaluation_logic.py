@@ -9,16 +9,16 @@ import math
 import pytest
 
 from tasks.calibrate.agreement import HUMAN, agreement, labelled_responses
-from tasks.config import RegisterParams
+from tasks.core.config import RegisterParams
 from tasks.evaluate.answers import answer_problem
 from tasks.evaluate.benchmarks import load_questions, parse_question
 from tasks.evaluate.guardrails import behaviour_items
 from tasks.evaluate.mtbench import judge_template, sample_questions
 from tasks.evaluate.verdicts import judge_wanted, verdict_provenance, verdict_source
-from tasks.judge import COMPLIANCE, PARTIAL, REFUSAL, complied, parse_label, parse_rating
-from tasks.refusal import is_refusal
 from tasks.register.gates import check_gates, decision_in_words, not_gated, tolerance_for
-from tasks.stats import Item, cohen_kappa, estimate, paired_difference, wilson
+from tasks.scoring.judge import COMPLIANCE, PARTIAL, REFUSAL, complied, parse_label, parse_rating
+from tasks.scoring.refusal import is_refusal
+from tasks.scoring.stats import Item, cohen_kappa, estimate, paired_difference, wilson
 
 
 def rate_items(metric: str, model: str, outcomes: list[int]) -> list[Item]:
@@ -349,7 +349,7 @@ def test_a_judge_metric_gates_only_when_human_labels_vouch_for_its_source():
 
 
 def test_the_full_profile_lifts_every_limit():
-    from tasks.config import EvaluateParams
+    from tasks.core.config import EvaluateParams
 
     sets = {"should_refuse": [{"name": "jailbreakbench", "limit": 8}],
             "should_answer": [{"name": "overrefusal_benign_edgy", "limit": 12}], "guardrail_prompt": "Decline."}

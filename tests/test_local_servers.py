@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def ui(action: str, project: Path, env: dict[str, str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "tasks.mlflow_ui", action], cwd=project, env=env,
+    done = subprocess.run([sys.executable, "-m", "tasks.services.mlflow_ui", action], cwd=project, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout

@@ -8,13 +8,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from tasks.config import EvalSet, RegisterParams, TrainParams
+from tasks.core.config import EvalSet, RegisterParams, TrainParams
+from tasks.core.jsonl import write_jsonl
+from tasks.core.masking import build_examples
 from tasks.evaluate.compare import as_model
 from tasks.evaluate.guardrails import guardrail_answers, sample_prompts
 from tasks.evaluate.perplexity import CONTENT, WITH_MARKERS, heldout_items
-from tasks.generation import generate_answers
-from tasks.jsonl import write_jsonl
-from tasks.masking import build_examples
+from tasks.models.generation import generate_answers
+from tasks.models.student import KbitUnavailable, folder_sha256, load_adapted, log_chat_model, save_adapter
 from tasks.register.gates import check_gates
 from tasks.register.registry import (
     CHALLENGER,
@@ -26,8 +27,7 @@ from tasks.register.registry import (
     register_adapter,
     set_alias,
 )
-from tasks.stats import ADAPTER, BASE, Item, aggregate
-from tasks.student import KbitUnavailable, folder_sha256, load_adapted, log_chat_model, save_adapter
+from tasks.scoring.stats import ADAPTER, BASE, Item, aggregate
 from tasks.train.lora import train_lora
 from tests.conftest import build_tiny_model, dialogue
 

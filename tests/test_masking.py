@@ -1,5 +1,5 @@
-from tasks.dialogue import AI, HUMAN, Turn, baize_segments
-from tasks.masking import IGNORE, build_examples, tokenize_segments
+from tasks.core.dialogue import AI, HUMAN, Turn, baize_segments
+from tasks.core.masking import IGNORE, build_examples, tokenize_segments
 from tests.conftest import dialogue
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.offline_assets import localize
+from tasks.services.offline_assets import localize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,8 +20,8 @@ def test_dvc_plots_page_is_pointed_at_local_vega(tmp_path: Path):
                    check=True, capture_output=True)
     page = tmp_path / "dvc_plots" / "index.html"
     assert "cdn.jsdelivr.net/npm/vega@" in page.read_text()
-    done = subprocess.run([sys.executable, "-m", "tasks.offline_assets", "dvc_plots"], cwd=tmp_path, check=True,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    done = subprocess.run([sys.executable, "-m", "tasks.services.offline_assets", "dvc_plots"], cwd=tmp_path,
+                          check=True, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": ""})
     assert "still external" not in done.stdout
     text = page.read_text()
     assert "https://" not in text.split("<body")[0]

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tasks.student import folder_sha256
+from tasks.models.student import folder_sha256
 from tests.conftest import stage_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_same_inputs_give_byte_identical_outputs(project):
 
 def test_editing_a_shared_module_reruns_exactly_the_stages_that_import_it(project):
     root, env = project
-    matcher = root / "tasks/refusal.py"
+    matcher = root / "tasks/scoring/refusal.py"
     original = matcher.read_text()
     matcher.write_text(original + "\n# an edit\n")
     try:
@@ -330,7 +330,7 @@ def test_a_distillation_round_judges_each_answer_once_across_a_kill_and_register
     # what trained is the best-scored answer (the earliest of tied ones), read back from the token labels
     from transformers import AutoTokenizer
 
-    from tasks.masking import IGNORE, build_examples
+    from tasks.core.masking import IGNORE, build_examples
 
     scores = {v["sample_id"]: v["score"] for v in lines(root / "data/distill/scores.jsonl")}
     best = lines(root / "data/distill/best.jsonl")
@@ -376,7 +376,7 @@ def wait_for_runs(client, ids: list, timeout_s: float = 900) -> list:
 @pytest.mark.slow  # ~5 min on 2 cores (deploy, a scheduled run, three more runs): `make test-slow`
 def test_a_scheduled_deployment_runs_through_the_worker_one_run_at_a_time(project, prefect_api):
     """prefect.yaml's nightly deployment on the tiny project, plus a schedule due in 90 s: `python -m
-    tasks.deployments` (make deploy) registers it and starts the worker; the scheduled run completes with its
+    tasks.services.deployments` (make deploy) registers it and starts the worker; the scheduled run completes with its
     stages' flow and task runs readable through the API; two runs asked at once run one after the other;
     a run that finds the checkout held fails with the reason, and the next one runs normally."""
     from prefect.client.orchestration import get_client
@@ -390,13 +390,13 @@ def test_a_scheduled_deployment_runs_through_the_worker_one_run_at_a_time(projec
     from prefect.client.schemas.schedules import IntervalSchedule
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.checkout import checkout_lock
+    from tasks.services.checkout import checkout_lock
 
     root, env = project
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     config["deployments"] = [d for d in config["deployments"] if d["name"] == "nightly"]
     (root / "prefect.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    deployed = run([sys.executable, "-m", "tasks.deployments"], root, env).stdout
+    deployed = run([sys.executable, "-m", "tasks.services.deployments"], root, env).stdout
     assert "selfchat-pipeline/nightly: 0 2 * * * UTC" in deployed and "worker running" in deployed
     try:
         with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
@@ -442,7 +442,7 @@ def test_a_scheduled_deployment_runs_through_the_worker_one_run_at_a_time(projec
     finally:
         with temporary_settings(updates={PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
             client.delete_deployment(client.read_deployment_by_name("selfchat-pipeline/nightly").id)
-        run([sys.executable, "-m", "tasks.prefect_server", "down"], root, env)
+        run([sys.executable, "-m", "tasks.services.prefect_server", "down"], root, env)
 
 
 def pending(client) -> list:

@@ -10,8 +10,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from tasks.config import TrainParams
-from tasks.tracking import (
+from tasks.core.config import TrainParams
+from tasks.services.tracking import (
     EXPERIMENT,
     declared_outputs,
     describe_pipeline_run,

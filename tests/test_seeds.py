@@ -3,8 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.config import SeedsParams
-from tasks.errors import SelfchatError
+from tasks.core.config import SeedsParams
+from tasks.core.errors import SelfchatError
 from tasks.seeds.ingest import ingest_seeds, read_source
 
 

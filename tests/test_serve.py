@@ -15,15 +15,15 @@ import openai
 import pytest
 
 from flows.serve import load_engine
-from tasks.dialogue import AI, HUMAN, Turn, baize_prompt
-from tasks.generation import generate_answers
-from tasks.local_server import free_port
-from tasks.masking import build_examples
+from tasks.core.dialogue import AI, HUMAN, Turn, baize_prompt
+from tasks.core.masking import build_examples
+from tasks.models.generation import generate_answers
+from tasks.models.student import folder_sha256, log_chat_model, save_adapter
 from tasks.register.registry import CHAMPION, NoSuchVersion, register_adapter, set_alias, version_by_alias
 from tasks.serve.app import build_app, serving_in_thread
 from tasks.serve.conversation import BadRequest, ContextOverflow, fit_prompt, render, turns_from_messages
 from tasks.serve.engine import Answer, Sampling, StopFilter, cut_at_stop, held_back
-from tasks.student import folder_sha256, log_chat_model, save_adapter
+from tasks.services.local_server import free_port
 from tasks.train.lora import train_lora
 from tests.test_lora_and_registry import DIALOGUES, PARAMS
 

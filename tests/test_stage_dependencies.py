@@ -19,7 +19,9 @@ STAGES = ["base", "seeds", "collect", "validate", "train", "calibrate", "evaluat
 PACKAGE_OF = {stage: stage.split("-")[0] for stage in STAGES}
 # promote: a sweep's decision (flows/promote.py), not a DVC stage
 PACKAGES = sorted({*PACKAGE_OF.values(), "promote"})
-SHARED_PACKAGES = ["engine"]  # shared by stages (collection's and distillation's request engine)
+# what stages share: config and data formats, models, scoring, services, and the request engine that collection
+# and distillation share
+SHARED_PACKAGES = ["core", "models", "scoring", "services", "engine"]
 
 
 def module_file(name: str) -> Path | None:
@@ -90,9 +92,17 @@ def test_a_stage_package_imports_no_other_stage_package(stage: str):
 
 
 def test_shared_modules_import_no_stage_package():
-    shared = [*(ROOT / "tasks").glob("*.py"), *(f for p in SHARED_PACKAGES for f in (ROOT / "tasks" / p).glob("*.py"))]
-    assert len(shared) > len(list((ROOT / "tasks").glob("*.py")))
+    shared = [f for p in SHARED_PACKAGES for f in (ROOT / "tasks" / p).glob("*.py")]
+    assert len(shared) > 2 * len(SHARED_PACKAGES)
     for file in shared:
         module = ".".join(file.relative_to(ROOT).with_suffix("").parts)
         stages = {f.split("/")[1] for f in import_closure(module) if f.split("/")[1] in PACKAGES}
-        assert not stages, f"shared module {file.name} imports stage packages {stages}"
+        assert not stages, f"shared module {file.relative_to(ROOT)} imports stage packages {stages}"
+
+
+def test_tasks_holds_the_stage_packages_and_at_most_five_shared_ones():
+    """A reader of `ls tasks` sees the pipeline's stages and a few named rooms, no loose modules."""
+    folders = {p.name for p in (ROOT / "tasks").iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert folders == {*PACKAGES, "serve", *SHARED_PACKAGES, "vendor"}
+    assert len(SHARED_PACKAGES) <= 5
+    assert [p.name for p in (ROOT / "tasks").glob("*.py")] == ["__init__.py"]

@@ -12,13 +12,13 @@ from mlflow import MlflowClient
 
 from flows.promote import NothingToDecide, promote
 from flows.sweep import parse_grid
-from tasks.config import TrainParams, check_grid, grid_members
-from tasks.jsonl import write_jsonl
+from tasks.core.config import TrainParams, check_grid, grid_members
+from tasks.core.jsonl import write_jsonl
+from tasks.models.student import log_chat_model
 from tasks.promote.comparison import Member, member_labels, rank_members
 from tasks.register.registry import CHAMPION, PENDING, register_adapter
-from tasks.stats import ADAPTER, BASE, Item
-from tasks.student import log_chat_model
-from tasks.tracking import dvc_experiment
+from tasks.scoring.stats import ADAPTER, BASE, Item
+from tasks.services.tracking import dvc_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from tasks.tracking import ensure_tracking_store
+from tasks.services.tracking import ensure_tracking_store
 
 ROOT = Path(__file__).resolve().parents[1]
-CREATE = "from tasks.tracking import ensure_tracking_store; ensure_tracking_store()"
+CREATE = "from tasks.services.tracking import ensure_tracking_store; ensure_tracking_store()"
 
 
 def usable(db: Path) -> bool:

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import DataCollatorForSeq2Seq
 
-from tasks.config import TrainParams
-from tasks.masking import IGNORE, build_examples
+from tasks.core.config import TrainParams
+from tasks.core.masking import IGNORE, build_examples
 from tasks.train.checkpoints import FINGERPRINT, fingerprint_of, resume_point
 from tasks.train.data import split_validation
 from tasks.train.launch import TrainJob, accelerate_command, run_training

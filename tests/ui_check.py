@@ -20,10 +20,10 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from tasks.mlflow_ui import ensure_ui
-from tasks.prefect_server import ensure_server
-from tasks.runtime import apply_runtime_defaults
-from tasks.tracking import EXPERIMENT, ensure_experiment, runs_page
+from tasks.services.mlflow_ui import ensure_ui
+from tasks.services.prefect_server import ensure_server
+from tasks.services.runtime import apply_runtime_defaults
+from tasks.services.tracking import EXPERIMENT, ensure_experiment, runs_page
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome-headless-shell")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.assets import asset, read_rows
-from tasks.judge import Judge, complied, judge_all
-from tasks.refusal import is_refusal
-from tasks.stats import cohen_kappa, wilson
+from tasks.core.assets import asset, read_rows
+from tasks.scoring.judge import Judge, complied, judge_all
+from tasks.scoring.refusal import is_refusal
+from tasks.scoring.stats import cohen_kappa, wilson
 
 HUMAN = "human_majority"
 # the published judges the same file compares (their verdicts ship in it): reference points for ours

@@ -17,15 +17,15 @@ from tqdm import tqdm
 from tasks.collect.transcript_mode import TEMPLATES, transcript_dialogue
 from tasks.collect.turns_mode import template_version as turns_template_version
 from tasks.collect.turns_mode import turns_dialogue
-from tasks.config import Budget, CollectParams
+from tasks.core.config import Budget, CollectParams
+from tasks.core.errors import SelfchatError
+from tasks.core.ids import dialogue_id
+from tasks.core.paths import JOURNALS
 from tasks.engine.chat import Chat
 from tasks.engine.journal import ABANDONED, OK, QUARANTINE, RETRY_LATER, Journal, JournalView, sibling_journals
 from tasks.engine.ledger import Ledger
 from tasks.engine.rate_limit import RateLimiter
 from tasks.engine.requests import RUN_SPENDING, Engine, Tally, journal_ledger
-from tasks.errors import SelfchatError
-from tasks.ids import dialogue_id
-from tasks.paths import JOURNALS
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,6 @@ def all_journals(params: CollectParams, folder: Path = JOURNALS) -> list[Path]:
     """The one-process journal of these settings and every shard journal beside it."""
     whole = journal_path(params, folder)
     return [whole, *sibling_journals(whole)]
-
-
-def pending_jobs(journal: JournalView, plan: list[Job]) -> list[Job]:
-    return [job for job in plan if not journal.done(job.id)]
 
 
 def retried_after_outage(journal: JournalView, plan: list[Job]) -> int:
@@ -138,7 +134,7 @@ def collect_metrics(tally: Tally, journal: JournalView, params: CollectParams, p
         "retried_after_outage": retried,
         "quarantined_to_retry": sum(1 for q in quarantined if q.get("retry_next_run")),
         "collected_now": new + counts[QUARANTINE] + counts[RETRY_LATER],
-        "pending": len(pending_jobs(journal, plan)),
+        "pending": len(journal.pending(plan)),
         "budget_reached": int(tally.budget_reached), **spent, "seconds": round(seconds, 1),
         "dialogues_per_minute": round(60 * new / seconds, 2) if seconds else 0.0,
         "completion_tokens_per_second": round(spent["completion_tokens"] / seconds, 1) if seconds else 0.0,

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.config import ImportSource
-from tasks.dialogue import TranscriptError, from_baize_record
-from tasks.errors import SelfchatError
-from tasks.ids import dialogue_id, seed_id
+from tasks.core.config import ImportSource
+from tasks.core.dialogue import TranscriptError, from_baize_record
+from tasks.core.errors import SelfchatError
+from tasks.core.ids import dialogue_id, seed_id
 
 IMPORT_MODE = "import"
 IMPORT_TEMPLATE = "baize_release"

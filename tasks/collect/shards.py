@@ -35,11 +35,11 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelling
 
 from tasks.collect.collector import Job, journal_path
-from tasks.config import Budget, CollectParams, RateLimits
+from tasks.core.config import Budget, CollectParams, RateLimits
+from tasks.core.errors import SelfchatError
 from tasks.engine.ledger import Ledger
 from tasks.engine.requests import Tally
-from tasks.errors import SelfchatError
-from tasks.prefect_server import COLLECT_POOL
+from tasks.services.prefect_server import COLLECT_POOL
 
 SHARD_DEPLOYMENT = "collect-shard/shard"
 POLL_S = 2.0

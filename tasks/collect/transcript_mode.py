@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.dialogue import AI, HUMAN, TranscriptError, parse_transcript
+from tasks.core.dialogue import AI, HUMAN, TranscriptError, parse_transcript
 from tasks.engine.chat import Chat, Rejected
 
 # Our own wording of Baize's idea. A tiny teacher needs the format shown, not only described: the

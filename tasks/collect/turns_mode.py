@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from tasks.config import TurnsParams
-from tasks.dialogue import AI, HUMAN, ROLE_TAG, Turn
+from tasks.core.config import TurnsParams
+from tasks.core.dialogue import AI, HUMAN, ROLE_TAG, Turn
 from tasks.engine.chat import Chat, Rejected, Reply
 
 # v1.2: replies cut off by max_tokens end the dialogue at the last whole turn

@@ -13,11 +13,11 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase, set_seed
 from trl import DPOConfig, DPOTrainer
 
-from tasks.config import DistillDPO, TrainParams
-from tasks.dialogue import baize_prompt
-from tasks.errors import SelfchatError
-from tasks.generation import STOP
-from tasks.student import load_base_model, save_adapter
+from tasks.core.config import DistillDPO, TrainParams
+from tasks.core.dialogue import baize_prompt
+from tasks.core.errors import SelfchatError
+from tasks.models.generation import STOP
+from tasks.models.student import load_base_model, save_adapter
 
 REFERENCE = "ref"  # the name TRL gives the frozen copy of a PeftModel's adapter
 

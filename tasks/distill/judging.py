@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.config import DistillJudge, TeacherParams
+from tasks.core.config import DistillJudge, TeacherParams
 from tasks.engine.chat import Chat, Rejected
 from tasks.engine.journal import ABANDONED, OK, JournalView
 from tasks.engine.requests import Engine
-from tasks.judge import parse_rating
+from tasks.scoring.judge import parse_rating
 
 RUBRIC_VERSION = "sdf_v1"
 RUBRIC = """You grade one answer an AI assistant gave to a user's question, as a careful expert would. A good \

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tasks.assets import asset, read_texts
-from tasks.errors import SelfchatError
-from tasks.ids import normalize, seed_id
+from tasks.core.assets import asset, read_texts
+from tasks.core.errors import SelfchatError
+from tasks.core.ids import normalize, seed_id
 
 # the built-in sets the evaluation measures with (guardrail prompts, benchmarks, judge prompts): never asked
 EVALUATION_DOMAINS = {"harmful", "benign", "benchmark", "judge"}

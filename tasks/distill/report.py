@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.stats import Item, by_metric, estimate, paired_difference  # noqa: E402
+from tasks.scoring.stats import Item, by_metric, estimate, interval_cell, paired_difference  # noqa: E402
 
 PARENT = "parent"
 
@@ -70,19 +70,12 @@ def compare_with_parent(items: list[Item], variants: list[str], samples: int,
     return table
 
 
-def _cell(e: dict[str, Any], signed: bool = False) -> str:
-    if not e["n"]:
-        return "—"
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(e['value'])} [{f.format(e['low'])}, {f.format(e['high'])}]"
-
-
 def comparison_markdown(table: dict[str, dict[str, dict[str, Any]]], variants: list[str]) -> str:
     head = ["metric", PARENT, *variants, *(f"{v} − {PARENT}" for v in variants), "n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric, row in table.items():
-        cells = [_cell(row[PARENT]), *(_cell(row[v]) for v in variants),
-                 *(_cell(row[f"{v} - {PARENT}"], signed=True) for v in variants)]
+        cells = [interval_cell(row[PARENT]), *(interval_cell(row[v]) for v in variants),
+                 *(interval_cell(row[f"{v} - {PARENT}"], signed=True) for v in variants)]
         lines.append(f"| {metric} | " + " | ".join(cells) + f" | {row[PARENT]['n']} |")
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,10 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.config import DistillSampling
-from tasks.dialogue import baize_prompt
+from tasks.core.config import DistillSampling
+from tasks.core.dialogue import baize_prompt
 from tasks.engine.journal import OK, Journal
-from tasks.generation import STOP
+from tasks.models.generation import STOP
 
 
 def question_seed(seed: int, question_id: str) -> int:
@@ -48,7 +49,7 @@ def sampling_journal(folder: Path, parent: dict[str, Any], params: DistillSampli
 def sample_pending(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, questions: list[dict[str, Any]],
                    params: DistillSampling, journal: Journal) -> int:
     """Answer every question the journal does not have yet; each is journaled (fsync'ed) as it finishes."""
-    pending = [q for q in questions if not journal.done(q["id"])]
+    pending = journal.pending(questions, key=itemgetter("id"))
     for question in tqdm(pending, desc="distill samples", unit="question", initial=len(questions) - len(pending),
                          total=len(questions)):
         answers = sample_answers(model, tokenizer, question["text"], params,

@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.dialogue import AI, HUMAN
+from tasks.core.dialogue import AI, HUMAN
 
 
 @dataclass

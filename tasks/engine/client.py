@@ -9,8 +9,8 @@ from pathlib import Path
 
 from openai import AsyncOpenAI
 
-from tasks.config import TeacherParams
-from tasks.llm_endpoint import api_key, endpoint
+from tasks.core.config import TeacherParams
+from tasks.services.llm_endpoint import api_key, endpoint
 
 
 def engine_client(params: TeacherParams, base_url: str) -> AsyncOpenAI:

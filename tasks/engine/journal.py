@@ -24,15 +24,19 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from tasks.errors import SelfchatError
+from tasks.core.errors import SelfchatError
 
 OK, QUARANTINE, RETRY_LATER, ABANDONED = "ok", "quarantine", "retry_later", "abandoned"
 FINAL = (OK, QUARANTINE)
+
+
+T = TypeVar("T")
 
 
 class JournalBusy(SelfchatError):
@@ -67,6 +71,10 @@ class JournalView:
         """Finished for good: kept or quarantined for a reason that a rerun would not change."""
         entry = self.entries.get(dialogue_id)
         return entry is not None and entry["status"] in FINAL
+
+    def pending(self, plan: Iterable[T], key: Callable[[T], str] = attrgetter("id")) -> list[T]:
+        """The items of `plan` (jobs, or records by `key`) this journal has not finished for good, in plan order."""
+        return [item for item in plan if not self.done(key(item))]
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tasks.config import Budget, Price
+from tasks.core.config import Budget, Price
 
 
 @dataclass

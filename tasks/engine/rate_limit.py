@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from tasks.config import RateLimits
+from tasks.core.config import RateLimits
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlparse
@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from openai import AsyncOpenAI
 from tqdm import tqdm
 
-from tasks.config import Budget, Price, RateLimits, TeacherParams
+from tasks.core.config import Budget, Price, RateLimits, TeacherParams
 from tasks.engine.chat import Chat, Rejected, Reply
 from tasks.engine.journal import ABANDONED, OK, QUARANTINE, RETRY_LATER, Journal, JournalView
 from tasks.engine.ledger import Ledger
@@ -129,9 +129,6 @@ class Engine(Generic[J]):
         """The job's requests (through `chat`) and the fields of its record; raises Rejected for a reply
         that is not usable."""
         raise NotImplementedError
-
-    def pending(self, plan: Sequence[J]) -> list[J]:
-        return [job for job in plan if not self.journal.done(job.id)]
 
     async def chat(self, messages: list[dict[str, str]], sample: int, usage: dict[str, int],
                    **extra: Any) -> Reply:

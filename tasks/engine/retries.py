@@ -20,8 +20,8 @@ from openai import (
 )
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from tasks.config import TeacherParams
-from tasks.errors import SelfchatError
+from tasks.core.config import TeacherParams
+from tasks.core.errors import SelfchatError
 
 T = TypeVar("T")
 RETRY_AFTER_CAP_S = 600.0

@@ -13,8 +13,8 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.assets import asset, read_rows
-from tasks.stats import Item
+from tasks.core.assets import asset, read_rows
+from tasks.scoring.stats import Item
 
 _OPTION = re.compile(r"^\s*([A-J])\.\s?(.*)$")
 

@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
-from tasks.stats import ADAPTER, BASE
+from tasks.scoring.stats import ADAPTER, BASE
 
 
 def as_model(model: PreTrainedModel, name: str) -> AbstractContextManager:

@@ -10,14 +10,14 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.assets import asset, read_texts
-from tasks.config import EvalSet
+from tasks.core.assets import asset, read_texts
+from tasks.core.config import EvalSet
 from tasks.evaluate.answers import answer_problem
 from tasks.evaluate.verdicts import JUDGE, MATCHER
-from tasks.generation import generate_answers
-from tasks.judge import Judge, complied, judge_all
-from tasks.refusal import is_refusal
-from tasks.stats import Item
+from tasks.models.generation import generate_answers
+from tasks.scoring.judge import Judge, complied, judge_all
+from tasks.scoring.refusal import is_refusal
+from tasks.scoring.stats import Item
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.assets import asset, read_rows
-from tasks.generation import generate_answers
-from tasks.judge import Judge, judge_all
-from tasks.stats import Item
+from tasks.core.assets import asset, read_rows
+from tasks.models.generation import generate_answers
+from tasks.scoring.judge import Judge, judge_all
+from tasks.scoring.stats import Item
 
 TEMPLATE = "single-v1"  # FastChat's general single-answer prompt
 

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.dialogue import AI
-from tasks.masking import IGNORE, segments_for, tokenize_segments, turns_of
-from tasks.stats import Item
+from tasks.core.dialogue import AI
+from tasks.core.masking import IGNORE, segments_for, tokenize_segments, turns_of
+from tasks.scoring.stats import Item
 
 CONTENT, WITH_MARKERS = "perplexity_content", "perplexity_with_markers"
 

@@ -11,7 +11,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.stats import ADAPTER, BASE, MODELS, Item, by_metric, estimate, paired_difference  # noqa: E402
+from tasks.scoring.stats import (  # noqa: E402
+    ADAPTER,
+    BASE,
+    MODELS,
+    Item,
+    by_metric,
+    estimate,
+    interval_cell,
+    paired_difference,
+)
 
 
 def summarize(items: list[Item], samples: int, seed: int) -> dict[str, dict[str, dict[str, float]]]:
@@ -22,13 +31,6 @@ def summarize(items: list[Item], samples: int, seed: int) -> dict[str, dict[str,
     out["difference"] = {m: paired_difference(grouped[ADAPTER][m], grouped[BASE].get(m, []), samples, seed).as_dict()
                          for m in sorted(grouped[ADAPTER])}
     return out
-
-
-def interval_cell(e: dict[str, float] | None, signed: bool = False) -> str:
-    if not e or e["n"] == 0:
-        return "—"
-    fmt = "{:+.3f}" if signed else "{:.3f}"
-    return f"{fmt.format(e['value'])} [{fmt.format(e['low'])}, {fmt.format(e['high'])}]"
 
 
 def _agreement_line(name: str, a: dict[str, Any]) -> str:

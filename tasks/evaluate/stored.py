@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.config import EvaluateParams, Params
-from tasks.errors import SelfchatError
+from tasks.core.config import EvaluateParams, Params
+from tasks.core.errors import SelfchatError
+from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
+from tasks.core.paths import HELDOUT, LOGS, metrics_file
 from tasks.evaluate.verdicts import judge_wanted
-from tasks.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.llm_endpoint import endpoint
-from tasks.paths import HELDOUT, LOGS, metrics_file
-from tasks.stats import Item, items_from_dicts
-from tasks.student import file_sha256, text_sha256
+from tasks.models.student import file_sha256, text_sha256
+from tasks.scoring.stats import Item, items_from_dicts
+from tasks.services.llm_endpoint import endpoint
 
 
 @dataclass

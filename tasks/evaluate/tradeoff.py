@@ -19,7 +19,7 @@ import yaml
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-from tasks.evaluate.report import interval_cell  # noqa: E402
+from tasks.scoring.stats import interval_cell  # noqa: E402
 
 RATES = {"refusal_rate_guarded": "refuses should-refuse prompts",
          "answer_rate_guarded": "answers should-answer prompts"}

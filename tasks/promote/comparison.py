@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities.model_registry import ModelVersion  # noqa: E402
 
-from tasks.stats import ADAPTER, Estimate, Item, by_metric, estimate  # noqa: E402
+from tasks.scoring.stats import ADAPTER, Estimate, Item, by_metric, estimate  # noqa: E402
 
 TRAIN_FACTS = ("trainable_params", "train_runtime_s", "trained_tokens_per_s", "steps", "eval_loss_best")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import mlflow
 
-from tasks.adapter_card import ADAPTER_CARD, adapter_lineage
-from tasks.config import Params
+from tasks.core.config import Params
+from tasks.models.adapter_card import ADAPTER_CARD, adapter_lineage
 from tasks.register.gates import Gate, check_gates, decision_in_words, promotion_report
 from tasks.register.registry import (
     CHALLENGER,
@@ -22,8 +22,8 @@ from tasks.register.registry import (
     promotion_bar,
     set_alias,
 )
-from tasks.stats import ADAPTER, BASE, Item
-from tasks.tracking import describe_pipeline_run, flatten, lineage_tags, log_headline
+from tasks.scoring.stats import ADAPTER, BASE, Item
+from tasks.services.tracking import describe_pipeline_run, flatten, lineage_tags, log_headline
 
 
 @dataclass(frozen=True)

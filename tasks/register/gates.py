@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from tasks.config import GateRule, RegisterParams
-from tasks.stats import Estimate, Item, by_metric, estimate, paired_difference
+from tasks.core.config import GateRule, RegisterParams
+from tasks.scoring.stats import Estimate, Item, by_metric, estimate, interval_cell, paired_difference
 
 EVIDENCE, NON_INFERIORITY = "evidence", "non_inferiority"
 V = TypeVar("V")
@@ -179,7 +179,7 @@ def decision_in_words(version: str, bar: str, gates: list[Gate], decision: str,
     direction = "higher" if primary.higher_is_better else "lower"
     words = (f"Version {version}: {decision}. On {primary.metric} ({direction} is better) it scored "
              f"{primary.challenger.value:.4g} against {primary.bar.value:.4g} for {bar}, a difference of "
-             f"{d.value:+.4g} [{d.low:+.4g}, {d.high:+.4g}] over {d.n} paired items. "
+             f"{interval_cell(d, signed=True, digits='.4g')} over {d.n} paired items. "
              + (f"{len(gates) - len(failed)} of {len(gates)} gates passed; failed: {', '.join(failed)}."
                 if failed else f"All {len(gates)} gates passed."))
     return f"{words} {not_gated_in_words(ungated or {})}".rstrip()
@@ -200,7 +200,7 @@ def promotion_report(version: str, bar: str, gates: list[Gate], decision: str,
     for g in gates:
         d = g.difference
         lines.append(f"| {g.metric} | {g.rule} | {_number(g.challenger.value)} | {_number(g.bar.value)} | "
-                     f"{d.value:+.4g} [{d.low:+.4g}, {d.high:+.4g}] | {d.n} | {_number(g.detectable)} | "
+                     f"{interval_cell(d, signed=True, digits='.4g')} | {d.n} | {_number(g.detectable)} | "
                      f"{'pass' if g.passed else '**FAIL**'} |")
     if ungated:
         lines += ["", "Reported, not gated:", *[f"- {m}: {why}" for m, why in sorted(ungated.items())]]

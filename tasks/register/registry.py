@@ -20,11 +20,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from peft import PeftModel
 
-from tasks.errors import SelfchatError
+from tasks.core.errors import SelfchatError
+from tasks.models.student import ADAPTER_SHA, PROMPT_SHA, BaseMismatch, folder_sha256, load_adapted, text_sha256
 from tasks.register.gates import Gate
-from tasks.stats import ADAPTER, BASE, Item, items_from_dicts
-from tasks.student import ADAPTER_SHA, PROMPT_SHA, BaseMismatch, folder_sha256, load_adapted, text_sha256
-from tasks.tracking import dvc_experiment
+from tasks.scoring.stats import ADAPTER, BASE, Item, items_from_dicts
+from tasks.services.tracking import dvc_experiment
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def register_adapter(model_id: str, model_name: str, tags: dict[str, str]) -> Mo
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description="LoRA adapters trained on self-chat corpora; "
-                                       "each version loads with mlflow.pyfunc.load_model (tasks/chat_model.py)")
+                                       "each version loads with mlflow.pyfunc.load_model (tasks/models/chat_model.py)")
     return mlflow.register_model(f"models:/{model_id}", model_name, tags={**tags, REGISTER_RUN: run.info.run_id})
 
 

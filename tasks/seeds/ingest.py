@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.assets import asset, read_texts
-from tasks.config import SeedSource, SeedsParams
-from tasks.errors import SelfchatError
-from tasks.ids import normalize, seed_id
+from tasks.core.assets import asset, read_texts
+from tasks.core.config import SeedSource, SeedsParams
+from tasks.core.errors import SelfchatError
+from tasks.core.ids import normalize, seed_id
 
 
 class SeedSourceError(SelfchatError):

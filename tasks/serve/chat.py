@@ -11,7 +11,7 @@ from pathlib import Path
 
 import openai
 
-from tasks.config import ConfigError, load_params
+from tasks.core.config import ConfigError, load_params
 
 
 def chat(client: openai.OpenAI, model: str, system: str | None) -> None:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from tasks.dialogue import AI, HUMAN, Turn, baize_segments
-from tasks.errors import SelfchatError
+from tasks.core.dialogue import AI, HUMAN, Turn, baize_segments
+from tasks.core.errors import SelfchatError
 
 STOP = "[|Human|]"  # the model opens the next human turn: its answer ends there
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from tasks.config import TrainParams
-from tasks.masking import Example
-from tasks.student import load_tokenizer, save_adapter
+from tasks.core.config import TrainParams
+from tasks.core.masking import Example
+from tasks.models.student import load_tokenizer, save_adapter
 from tasks.train.checkpoints import clear_checkpoints, resume_point
 from tasks.train.lora import TrainingError, TrainingOutcome, train_lora
 

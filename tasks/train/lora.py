@@ -21,10 +21,10 @@ from transformers import (
     set_seed,
 )
 
-from tasks.config import TrainParams
-from tasks.errors import SelfchatError
-from tasks.masking import IGNORE, Example
-from tasks.student import load_base_model
+from tasks.core.config import TrainParams
+from tasks.core.errors import SelfchatError
+from tasks.core.masking import IGNORE, Example
+from tasks.models.student import load_base_model
 from tasks.train.loss import TrainedPositionsTrainer
 
 log = logging.getLogger(__name__)

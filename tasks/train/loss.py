@@ -17,7 +17,7 @@ from peft import PeftModel
 from torch import nn
 from transformers import Trainer
 
-from tasks.masking import IGNORE
+from tasks.core.masking import IGNORE
 
 
 def causal_lm_of(model: nn.Module) -> nn.Module:

@@ -18,10 +18,10 @@ from great_expectations.expectations.registry import get_expectation_impl
 from great_expectations.render.renderer import ValidationResultsPageRenderer
 
 import tasks.validate.expectations  # noqa: F401 - registers selfchat's custom expectations with GX
-from tasks.dialogue import AI, HUMAN, ROLE_TAG
-from tasks.errors import SelfchatError
-from tasks.offline_assets import localize
-from tasks.refusal import declines_throughout, gives_instructions, is_refusal
+from tasks.core.dialogue import AI, HUMAN, ROLE_TAG
+from tasks.core.errors import SelfchatError
+from tasks.scoring.refusal import declines_throughout, gives_instructions, is_refusal
+from tasks.services.offline_assets import localize
 from tasks.validate.topic import echo_turns, first_turn_asks, role_voice_turns, topic_features, unended_turns
 
 CRITICAL, ROW = "critical", "row"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.assets import asset, read_texts
+from tasks.core.assets import asset, read_texts
 from tasks.validate.dedup import dialogue_text
 
 

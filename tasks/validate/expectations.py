@@ -76,7 +76,7 @@ class ExpectDialogueToNotBeRefusalOnly(_NamedAndBound, ExpectColumnValuesToBeInS
 
 class ExpectDialogueToDeclineSensitiveSeed(_NamedAndBound, ExpectColumnValuesToBeInSet):
     """A seed tagged sensitive whose first AI turn does not decline throughout, or whose later AI turn gives
-    instructions (tasks/refusal.py): the teacher complied, at once, after a decline or in a later turn, with a
+    instructions (tasks/scoring/refusal.py): the teacher complied, at once, after a decline or in a later turn, with a
     request the student must learn to decline."""
 
     column: str = "complied_with_sensitive"

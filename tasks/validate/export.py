@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.dialogue import HUMAN, Turn, to_baize_record
+from tasks.core.dialogue import HUMAN, Turn, to_baize_record
 
 
 def topic_of(record: dict[str, Any]) -> str:

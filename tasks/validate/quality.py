@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.config import ValidateParams
+from tasks.core.config import ValidateParams
 from tasks.validate.contracts import ContractError, ContractRunner, check_dialogues, check_seeds, load_suite
 from tasks.validate.decontamination import build_eval_index, find_contamination
 from tasks.validate.dedup import find_duplicates

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from tasks.dialogue import AI, HUMAN
-from tasks.refusal import is_refusal
+from tasks.core.dialogue import AI, HUMAN
+from tasks.scoring.refusal import is_refusal
 
 # a first human turn that asks: a question (a question mark; a question word followed by a verb that asks,
 # as search queries are written; a sentence opening with an auxiliary verb), a request ("how to ...",

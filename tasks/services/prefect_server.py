@@ -5,8 +5,8 @@ Every stage reports to the server, whether run by `dvc repro`, `make pipeline` o
 flows.<stage>`, so the Prefect UI shows every run, and no stage pays for starting a temporary server of its
 own. A user who has a server of their own sets PREFECT_API_URL and that one is used instead.
 
-    python -m tasks.prefect_server up     # start (or find) the server and the worker, print the URL
-    python -m tasks.prefect_server down   # stop the ones this project started
+    python -m tasks.services.prefect_server up     # start (or find) the server and the worker, print the URL
+    python -m tasks.services.prefect_server down   # stop the ones this project started
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from tasks.config import load_params
-from tasks.local_server import LocalServer, up_down_main
+from tasks.core.config import load_params
+from tasks.services.local_server import LocalServer, up_down_main
 
 DEFAULT_PORT = 4200
 WORK_POOL = "selfchat"  # a local `process` pool: the worker runs each flow run as a process in this checkout

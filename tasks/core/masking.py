@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from tasks.dialogue import AI, Turn, baize_segments
+from tasks.core.dialogue import AI, Turn, baize_segments
 
 IGNORE = -100
 

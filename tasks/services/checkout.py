@@ -16,7 +16,7 @@ from typing import IO
 from dvc.lock import LockError
 from dvc.repo import Repo
 
-from tasks.errors import SelfchatError
+from tasks.core.errors import SelfchatError
 
 LOCK_FILE = Path(".dvc/tmp/selfchat-run.lock")  # .dvc/tmp: DVC's own ignored scratch folder
 

@@ -134,3 +134,13 @@ def cohen_kappa(truth: Sequence[int], predicted: Sequence[int]) -> float:
     p_truth, p_pred = sum(truth) / n, sum(predicted) / n
     expected = p_truth * p_pred + (1 - p_truth) * (1 - p_pred)
     return 1.0 if expected == 1 else (observed - expected) / (1 - expected)
+
+
+def interval_cell(e: Estimate | dict[str, Any] | None, signed: bool = False, digits: str = ".3f") -> str:
+    """`value [low, high]` for tables and decisions; a dash where nothing was measured."""
+    if e is not None and not isinstance(e, dict):
+        e = asdict(e)
+    if not e or e["n"] == 0:
+        return "—"
+    fmt = "{:" + ("+" if signed else "") + digits + "}"
+    return f"{fmt.format(e['value'])} [{fmt.format(e['low'])}, {fmt.format(e['high'])}]"

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.tracking import flatten
+from tasks.services.tracking import flatten
 
 ADAPTER_CARD = "selfchat.json"
 
@@ -43,7 +43,7 @@ the assistant's tokens only).
 {facts}
 
 ## Training
-Format `{train_format}` (max {max_length} tokens): prompt it the way it was trained (`tasks/dialogue.py`;
+Format `{train_format}` (max {max_length} tokens): prompt it the way it was trained (`tasks/core/dialogue.py`;
 Baize's `[|Human|]` / `[|AI|]` markers for `baize`).
 
 | param | value |

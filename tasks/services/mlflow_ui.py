@@ -1,8 +1,8 @@
 """The MLflow UI for the project's tracking store, on 127.0.0.1, started in the background and lean: one
 web worker and no job runner (the defaults start ~10 processes, take ~2-3 GiB and answer after ~1 min).
 
-    python -m tasks.mlflow_ui up     # start (or find) it; returns once it answers, prints the runs page
-    python -m tasks.mlflow_ui down   # stop it
+    python -m tasks.services.mlflow_ui up     # start (or find) it; returns once it answers, prints the runs page
+    python -m tasks.services.mlflow_ui down   # stop it
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import mlflow
 
-from tasks.local_server import LocalServer, up_down_main
-from tasks.runtime import project_root
-from tasks.tracking import EXPERIMENT, ensure_experiment, ensure_tracking_store, runs_page
+from tasks.services.local_server import LocalServer, up_down_main
+from tasks.services.runtime import project_root
+from tasks.services.tracking import EXPERIMENT, ensure_experiment, ensure_tracking_store, runs_page
 
 DEFAULT_PORT = 5000
 STARTUP_TIMEOUT_S = 120.0

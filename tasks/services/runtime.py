@@ -38,6 +38,6 @@ def apply_runtime_defaults(project_root_dir: Path | None = None) -> None:
     os.environ.setdefault("DVC_SITE_CACHE_DIR", str(root / ".dvc" / "site_cache"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     # on AVX512-BF16 CPUs bitsandbytes tries, at import, to fetch a 4-bit kernel from the Hugging Face Hub and
-    # warns when it cannot; k-bit training is CUDA-only here (tasks/student.py), so the warning is noise that
+    # warns when it cannot; k-bit training is CUDA-only here (tasks/models/student.py), so the warning is noise that
     # would sit above every stage's one-line error
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

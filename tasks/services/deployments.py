@@ -1,7 +1,7 @@
 """`make deploy`: prefect.yaml's deployments registered with the project's Prefect server, and the worker
 that runs them started (both reused when running).
 
-    python -m tasks.deployments
+    python -m tasks.services.deployments
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tasks.local_server import LocalServerError
-from tasks.prefect_server import COLLECT_POOL, WORK_POOL, ensure_server, ensure_worker
-from tasks.runtime import apply_runtime_defaults
+from tasks.services.local_server import LocalServerError
+from tasks.services.prefect_server import COLLECT_POOL, WORK_POOL, ensure_server, ensure_worker
+from tasks.services.runtime import apply_runtime_defaults
 
 PREFECT_FILE = Path("prefect.yaml")
 

@@ -22,7 +22,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from tasks.errors import SelfchatError
+from tasks.core.errors import SelfchatError
 
 
 def load_tokenizer(base_dir: Path) -> PreTrainedTokenizerBase:
@@ -110,13 +110,13 @@ def text_sha256(text: str) -> str:
 
 def log_chat_model(adapter_dir: Path, base_dir: Path, base_sha256: str, dtype: str, quantization: str,
                    guardrail_prompt: str, max_new_tokens: int = 256) -> str:
-    """Log the adapter as an MLflow pyfunc model in the active run (tasks/chat_model.py; the project's
+    """Log the adapter as an MLflow pyfunc model in the active run (tasks/models/chat_model.py; the project's
     tasks package goes with it as code); returns the logged model's id."""
-    # deliberate (see tasks/chat_model.py): a signature, no input example
+    # deliberate (see tasks/models/chat_model.py): a signature, no input example
     warnings.filterwarnings("ignore", message=r".*An input example was not provided", category=UserWarning)
     info = mlflow.pyfunc.log_model(
         name="model", python_model=str(CHAT_MODEL), artifacts={"adapter": str(adapter_dir)},
-        code_paths=[str(Path(__file__).parent)],
+        code_paths=[str(Path(__file__).parents[1])],  # the whole tasks package
         model_config={"base_path": str(base_dir), "base_sha256": base_sha256, "dtype": dtype,
                       "quantization": quantization, "guardrail_prompt": guardrail_prompt,
                       "max_new_tokens": max_new_tokens},

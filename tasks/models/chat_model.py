@@ -25,7 +25,7 @@ class SelfchatChatModel(PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        from tasks.student import BaseMismatch, folder_sha256, load_adapted, load_tokenizer
+        from tasks.models.student import BaseMismatch, folder_sha256, load_adapted, load_tokenizer
 
         config = context.model_config
         base = Path(os.environ.get("SELFCHAT_BASE_DIR") or config["base_path"])
@@ -43,7 +43,7 @@ class SelfchatChatModel(PythonModel):
     def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - typed by the logged signature
         """Greedy answers to single-turn questions (a list of strings, or the one-column frame MLflow makes
         of it); params: max_new_tokens, system ("" for none)."""
-        from tasks.generation import generate_answers
+        from tasks.models.generation import generate_answers
 
         questions = model_input.iloc[:, 0].tolist() if hasattr(model_input, "iloc") else list(model_input)
         params = params or {}

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from tasks.errors import SelfchatError
-from tasks.runtime import apply_runtime_defaults
+from tasks.core.errors import SelfchatError
+from tasks.services.runtime import apply_runtime_defaults
 
 
 class LocalServerError(SelfchatError):

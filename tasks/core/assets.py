@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tasks.errors import SelfchatError
+from tasks.core.errors import SelfchatError
 
 
 class AssetError(SelfchatError):

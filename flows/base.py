@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import mlflow
-from prefect import flow
-
-from flows.stage import run_stage, step, tracked_stage
+from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage
 from tasks.base.convert import load_base, save_base
-from tasks.core.config import load_params
-from tasks.core.jsonl import write_json
-from tasks.core.paths import BASE_DIR, metrics_file
-from tasks.services.tracking import log_headline
+from tasks.core.config import Params
+from tasks.core.paths import BASE_DIR
 
 
-@flow(name="base", log_prints=True)
-def base(params_file: str = "params.yaml") -> dict[str, int]:
-    params = load_params(Path(params_file)).base
+@stage_flow("base")
+def base(all_params: Params) -> dict[str, int]:
+    params = all_params.base
     with tracked_stage("base", params):
         model, tokenizer = step(load_base, "load-base-model")(params.model, params.dtype)
         facts = step(save_base, "save-safetensors")(model, tokenizer, BASE_DIR)
-        write_json(metrics_file("base"), facts)
-        mlflow.log_metrics(facts)
-        log_headline({"parameters": facts["parameters"]})
+        report_metrics("base", facts, {"parameters": facts["parameters"]})
     return facts
 
 

@@ -6,24 +6,21 @@ and gates on the better-agreeing one."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import mlflow
-from prefect import flow
 
-from flows.stage import run_stage, step, tracked_stage
+from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage
 from tasks.calibrate.agreement import calibrate, labelled_responses
-from tasks.core.config import load_params
-from tasks.core.jsonl import write_json, write_jsonl
-from tasks.core.paths import CALIBRATION_REPORTS, LOGS, metrics_file
+from tasks.core.config import Params
+from tasks.core.jsonl import write_jsonl
+from tasks.core.paths import CALIBRATION_REPORTS, LOGS
 from tasks.scoring.judge import RUBRIC_VERSION, Judge
 from tasks.services.llm_endpoint import endpoint
-from tasks.services.tracking import log_headline, numeric_metrics
 
 
-@flow(name="calibrate", log_prints=True)
-def calibrate_judge(params_file: str = "params.yaml") -> dict:
-    params = load_params(Path(params_file)).evaluate.judge
+@stage_flow("calibrate")
+def calibrate_judge(all_params: Params) -> dict:
+    params = all_params.evaluate.judge
     rows = labelled_responses(params.calibration_limit)
     with tracked_stage("calibrate", params), endpoint(params, LOGS / "judge_server.log") as base_url:
         metrics, records = step(calibrate, "judge-and-matcher-vs-humans")(
@@ -31,9 +28,7 @@ def calibrate_judge(params_file: str = "params.yaml") -> dict:
         metrics = {"judge_model": params.model, "rubric": RUBRIC_VERSION, **metrics}
         shutil.rmtree(CALIBRATION_REPORTS, ignore_errors=True)
         write_jsonl(CALIBRATION_REPORTS / "verdicts.jsonl", records)
-        write_json(metrics_file("calibrate"), metrics)
-        mlflow.log_metrics(numeric_metrics(metrics))
-        log_headline({f"{source}_kappa": metrics[source]["kappa"] for source in ("judge", "matcher")})
+        report_metrics("calibrate", metrics, {f"{s}_kappa": metrics[s]["kappa"] for s in ("judge", "matcher")})
         mlflow.log_artifacts(str(CALIBRATION_REPORTS), "calibrate")
     for source in ("judge", "matcher"):
         m = metrics[source]

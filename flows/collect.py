@@ -10,7 +10,7 @@ import mlflow
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.stage import run_stage, step, tracked_stage
+from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage, warn
 from tasks.collect.collector import (
     Collector,
     Job,
@@ -26,25 +26,20 @@ from tasks.collect.collector import (
 )
 from tasks.collect.imports import import_baize
 from tasks.collect.shards import run_shards, shard_jobs, shard_journal_path, shard_parameters, tally_path
-from tasks.core.config import CollectParams, load_params
-from tasks.core.errors import SelfchatError
+from tasks.core.config import CollectParams, Params
 from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
-from tasks.core.paths import DIALOGUES, JOURNALS, LOGS, QUARANTINE_COLLECT, SEEDS, metrics_file
+from tasks.core.paths import DIALOGUES, JOURNALS, LOGS, QUARANTINE_COLLECT, SEEDS
 from tasks.engine.client import engine_client, teacher_endpoint
 from tasks.engine.journal import Journal, JournalView
-from tasks.engine.ledger import Ledger
+from tasks.engine.ledger import BudgetExhausted, Ledger
 from tasks.engine.requests import Tally, run_batch, run_in_batches
 from tasks.services.prefect_server import COLLECT_POOL
-from tasks.services.tracking import log_headline, numeric_metrics, pipeline_id
+from tasks.services.tracking import pipeline_id
 
 
-class BudgetExhausted(SelfchatError):
-    pass
-
-
-@flow(name="collect", log_prints=True)
-async def collect(params_file: str = "params.yaml") -> dict:
-    params = load_params(Path(params_file)).collect
+@stage_flow("collect")
+async def collect(all_params: Params) -> dict:
+    params = all_params.collect
     seeds = list(read_jsonl(SEEDS))
     imports = [import_baize(source) for source in params.imports]  # a bad file stops before any output
     plan = plan_jobs(seeds, params)
@@ -72,9 +67,7 @@ async def collect(params_file: str = "params.yaml") -> dict:
             kept, quarantined = kept + imported, quarantined + rejected
         stats = collect_metrics(tally, journals, params, plan, resumed, retried, time.monotonic() - started, kept,
                                 quarantined)
-        write_json(metrics_file("collect"), stats)
-        mlflow.log_metrics(numeric_metrics(stats))
-        log_headline({"dialogues": stats["dialogues"], "quarantined": stats["quarantined"]})
+        report_metrics("collect", stats, {"dialogues": stats["dialogues"], "quarantined": stats["quarantined"]})
         if tally.budget_reached:
             raise BudgetExhausted(
                 f"budget reached ({corpus_ledger(params, journals).describe_budget()}) with {stats['pending']} of "
@@ -136,7 +129,7 @@ async def collect_pending(journal: Journal, plan: list[Job], params: CollectPara
                           ledger: Ledger | None = None) -> Tally:
     """Collect what `journal` does not have yet of `plan`, in batches (one Prefect task run each)."""
     for repair in journal.repairs:
-        print(f"warning: {repair}")
+        warn(repair)
     pending = journal.pending(plan)
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(engine_client(params.teacher, base_url)) if pending else None

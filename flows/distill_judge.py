@@ -5,45 +5,36 @@ from __future__ import annotations
 
 import time
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import mlflow
-from prefect import flow
 from tqdm import tqdm
 
-from flows.stage import run_stage, step, tracked_stage
-from tasks.core.config import judge_endpoint, load_params
-from tasks.core.errors import SelfchatError
-from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
+from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage, warn
+from tasks.core.config import Params, judge_endpoint
+from tasks.core.jsonl import read_jsonl, write_jsonl
 from tasks.core.paths import (
     DISTILL_JOURNALS,
     DISTILL_SAMPLES,
     DISTILL_SCORES,
     LOGS,
     QUARANTINE_DISTILL_JUDGE,
-    metrics_file,
 )
 from tasks.distill.judging import AnswerJudge, plan_scores, score_journal, score_results
 from tasks.engine.client import engine_client, teacher_endpoint
 from tasks.engine.journal import Journal
+from tasks.engine.ledger import BudgetExhausted
 from tasks.engine.requests import RUN_SPENDING, journal_ledger, run_batch, run_in_batches
-from tasks.services.tracking import log_headline, numeric_metrics
 
 
-class JudgeBudgetExhausted(SelfchatError):
-    pass
-
-
-@flow(name="distill-judge", log_prints=True)
-async def distill_judge(params_file: str = "params.yaml") -> dict:
-    all_params = load_params(Path(params_file))
+@stage_flow("distill-judge")
+async def distill_judge(all_params: Params) -> dict:
     params, where = all_params.distill.judge, judge_endpoint(all_params)
     plan = plan_scores(list(read_jsonl(DISTILL_SAMPLES)), where.model)
     started = time.monotonic()
     with tracked_stage("distill-judge", all_params.distill), \
             Journal(score_journal(DISTILL_JOURNALS, where, params), read_siblings=False) as journal:
         for repair in journal.repairs:
-            print(f"warning: {repair}")
+            warn(repair)
         pending = journal.pending(plan)
         async with AsyncExitStack() as stack:
             # no pending verdict, no judge: a rerun with the same inputs asks it nothing
@@ -60,11 +51,9 @@ async def distill_judge(params_file: str = "params.yaml") -> dict:
                    "all_tokens": journal_ledger(params, where.model, journal).corpus_tokens,
                    "seconds": round(time.monotonic() - started, 1),
                    "score_counts": {str(s): sum(v["score"] == s for v in scored) for s in range(1, 11)}}
-        write_json(metrics_file("distill_judge"), metrics)
-        mlflow.log_metrics(numeric_metrics(metrics))
-        log_headline({"scored": len(scored), "quarantined": len(quarantined)})
+        report_metrics("distill_judge", metrics, {"scored": len(scored), "quarantined": len(quarantined)})
         if tally.budget_reached:  # before any output: a partial set of verdicts must not replace a whole one
-            raise JudgeBudgetExhausted(
+            raise BudgetExhausted(
                 f"budget reached ({journal_ledger(params, where.model, journal).describe_budget()}) with "
                 f"{len(plan) - len(scored) - len(quarantined)} answers unjudged; raise distill.judge.budget and "
                 f"run again to resume from {journal.path}")

@@ -3,14 +3,11 @@ a set of questions that are not corpus seeds. Resumable: a killed run keeps ever
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
-from prefect import flow
 
-from flows.stage import run_stage, step, tracked_stage
-from tasks.core.config import load_params
-from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
+from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage, warn
+from tasks.core.config import Params
+from tasks.core.jsonl import read_jsonl, write_jsonl
 from tasks.core.paths import (
     BASE_DIR,
     DISTILL_JOURNALS,
@@ -18,19 +15,16 @@ from tasks.core.paths import (
     DISTILL_SAMPLES,
     PARENT_DIR,
     SEEDS,
-    metrics_file,
 )
 from tasks.distill.questions import draw_questions
 from tasks.distill.sampling import sample_pending, sample_rows, sampling_journal
 from tasks.engine.journal import Journal
 from tasks.models.student import load_adapted, load_tokenizer
 from tasks.register.registry import fetch_adapter
-from tasks.services.tracking import log_headline, numeric_metrics
 
 
-@flow(name="distill-sample", log_prints=True)
-def distill_sample(params_file: str = "params.yaml") -> dict:
-    all_params = load_params(Path(params_file))
+@stage_flow("distill-sample")
+def distill_sample(all_params: Params) -> dict:
     params, asked = all_params.distill, all_params.distill.questions
     corpus_seeds = {seed["id"] for seed in read_jsonl(SEEDS)}
     questions, stats = draw_questions(asked.sources, corpus_seeds, asked.size, asked.seed, asked.min_chars,
@@ -40,7 +34,7 @@ def distill_sample(params_file: str = "params.yaml") -> dict:
                                                      PARENT_DIR)
         with Journal(sampling_journal(DISTILL_JOURNALS, parent, params.sampling), read_siblings=False) as journal:
             for repair in journal.repairs:
-                print(f"warning: {repair}")
+                warn(repair)
             resumed = sum(journal.done(q["id"]) for q in questions)
             sampled = 0
             if resumed < len(questions):  # no pending question, no model loaded
@@ -53,10 +47,8 @@ def distill_sample(params_file: str = "params.yaml") -> dict:
         metrics = {"questions": len(questions), "samples": len(rows), "resumed": resumed, "sampled_now": sampled,
                    "empty_answers": sum(not row["answer"] for row in rows), "parent_version": int(parent["version"]),
                    "pool": stats}
-        write_json(metrics_file("distill_sample"), metrics)
-        mlflow.log_metrics(numeric_metrics(metrics))
         mlflow.log_params({f"parent.{k}": v for k, v in parent.items()})
-        log_headline({"samples": len(rows), "parent_version": int(parent["version"])})
+        report_metrics("distill_sample", metrics, {"samples": len(rows), "parent_version": int(parent["version"])})
     print(f"{len(rows)} answers to {len(questions)} questions from {parent['model_name']} version "
           f"{parent['version']} ({resumed} questions already answered)")
     return metrics

@@ -4,20 +4,17 @@ phrase matcher, and the judge when it is trustworthy; with and without the guard
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
-from pathlib import Path
 
 import mlflow
-from prefect import flow
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from flows.stage import run_stage, step, tracked_stage
-from tasks.core.config import Params, load_params
+from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage
+from tasks.core.config import Params
 from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.core.paths import (
     ADAPTER_DIR,
@@ -36,12 +33,12 @@ from tasks.evaluate.guardrails import behaviour_items, guardrail_answers, judge_
 from tasks.evaluate.mtbench import mtbench_answers, rate_answers, sample_questions, score_items
 from tasks.evaluate.perplexity import heldout_items
 from tasks.evaluate.report import plot_metrics, summarize, summary_markdown
-from tasks.evaluate.stored import Measured, judge_endpoint, measured_inputs, read_measured
+from tasks.evaluate.stored import Measured, judge_endpoint, measured_inputs, read_calibration, read_measured
 from tasks.evaluate.verdicts import verdict_provenance, verdict_source
 from tasks.models.student import load_adapted, load_tokenizer
 from tasks.scoring.judge import Judge
 from tasks.scoring.stats import ADAPTER, BASE
-from tasks.services.tracking import log_headline, numeric_metrics
+from tasks.services.tracking import numeric_metrics
 
 HEADLINE = ["perplexity_content", "refusal_rate_guarded", "answer_rate_guarded", "mtbench_score"]
 
@@ -57,7 +54,7 @@ def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, models: 
     held-out perplexity, benchmarks, guardrail answers and MT-Bench answers, then the judge's verdicts (none
     with judge_url None)."""
     params, fmt, max_length = all_params.evaluate, all_params.train.format, all_params.train.max_length
-    calibration = json.loads(metrics_file("calibrate").read_text())
+    calibration = read_calibration()
     heldout = list(read_jsonl(HELDOUT))[: params.limit(params.heldout_limit)]
     benchmarks = {b.name: load_questions(b.name, params.limit(b.limit), params.seed) for b in params.benchmarks}
     prompts = (sample_prompts(params.should_refuse, "refuse", params.seed, params.limit)
@@ -96,12 +93,17 @@ def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, models: 
     return Measured(items, guardrail_samples, mtbench_samples, source, seconds, provenance)
 
 
-@flow(name="evaluate", log_prints=True)
-def evaluate(params_file: str = "params.yaml") -> dict:
-    all_params = load_params(Path(params_file))
-    params = all_params.evaluate
-    calibration = json.loads(metrics_file("calibrate").read_text())
-    with tracked_stage("evaluate", params), judge_endpoint(params, calibration) as judge_url:
+@contextmanager
+def evaluation_stage(stage: str, all_params: Params) -> Iterator[str | None]:
+    """An evaluating stage's MLflow run, with the judge's endpoint when its verdicts are wanted (else None)."""
+    with tracked_stage(stage, all_params.evaluate), judge_endpoint(all_params.evaluate, read_calibration()) as url:
+        yield url
+
+
+@stage_flow("evaluate")
+def evaluate(all_params: Params) -> dict:
+    params, calibration = all_params.evaluate, read_calibration()
+    with evaluation_stage("evaluate", all_params) as judge_url:
         base = read_measured(BASE_EVAL, measured_inputs(all_params))  # the evaluate-base stage's, reused
         tokenizer = load_tokenizer(BASE_DIR)
         model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype, all_params.train.quantization)
@@ -123,13 +125,12 @@ def evaluate(params_file: str = "params.yaml") -> dict:
         write_jsonl(EVAL_REPORTS / "samples.jsonl", samples)
         (EVAL_REPORTS / "summary.md").write_text(summary_markdown(metrics, calibration, source, samples))
         plot_metrics(metrics, calibration, EVAL_REPORTS / "metrics.png")
-        write_json(metrics_file("eval"), metrics)
         # timings vary run to run: logs and MLflow, never a DVC output
         write_json(LOGS / "eval_seconds.json", {k: round(v, 1) for k, v in seconds.items()})
-        mlflow.log_metrics(numeric_metrics(metrics) | {f"seconds.{k}": v for k, v in seconds.items()})
         mlflow.log_artifacts(str(EVAL_REPORTS), "eval")
-        log_headline({f"{m}.{model}": metrics[model][m]["value"] for m in HEADLINE for model in (BASE, ADAPTER)
-                      if m in metrics[model]})
+        report_metrics("eval", metrics, {f"{m}.{model}": metrics[model][m]["value"] for m in HEADLINE
+                                         for model in (BASE, ADAPTER) if m in metrics[model]},
+                       numeric_metrics(metrics) | {f"seconds.{k}": v for k, v in seconds.items()})
         mlflow.log_table({k: [str(s.get(k)) for s in guardrail_samples] for k in guardrail_samples[0]},
                          "eval_guardrail_samples.json")
     print("base -> adapter: " + "; ".join(

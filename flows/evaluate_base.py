@@ -4,29 +4,22 @@ reuses them (the evaluate stage measures only the adapter)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import mlflow
 import torch
-from prefect import flow
 
-from flows.evaluate import measure
-from flows.stage import run_stage, tracked_stage
-from tasks.core.config import load_params
+from flows.evaluate import evaluation_stage, measure
+from flows.stage import run_stage, stage_flow
+from tasks.core.config import Params
 from tasks.core.jsonl import write_json
 from tasks.core.paths import BASE_DIR, BASE_EVAL, HELDOUT, LOGS, metrics_file
-from tasks.evaluate.stored import judge_endpoint, measured_inputs, write_measured
+from tasks.evaluate.stored import measured_inputs, write_measured
 from tasks.models.student import load_base_model, load_tokenizer
 from tasks.scoring.stats import BASE
 
 
-@flow(name="evaluate-base", log_prints=True)
-def evaluate_base(params_file: str = "params.yaml") -> dict:
-    all_params = load_params(Path(params_file))
-    params = all_params.evaluate
-    calibration = json.loads(metrics_file("calibrate").read_text())
-    with tracked_stage("evaluate-base", params), judge_endpoint(params, calibration) as judge_url:
+@stage_flow("evaluate-base")
+def evaluate_base(all_params: Params) -> dict:
+    with evaluation_stage("evaluate-base", all_params) as judge_url:
         model = load_base_model(BASE_DIR, all_params.base.dtype, all_params.train.quantization)
         found = measure(model, load_tokenizer(BASE_DIR), [BASE], lambda _: torch.no_grad(), all_params, judge_url)
         write_measured(BASE_EVAL, found, measured_inputs(all_params))

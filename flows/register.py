@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefect import flow
-
-from flows.stage import run_stage, step, tracked_stage
-from tasks.core.config import Params, load_params
+from flows.stage import run_stage, stage_flow, step, tracked_stage
+from tasks.core.config import Params
 from tasks.core.jsonl import read_jsonl, write_json
 from tasks.core.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, EVAL_VERDICTS, metrics_file
 from tasks.models.student import ADAPTER_SHA, file_sha256, folder_sha256, log_chat_model
@@ -28,9 +26,8 @@ from tasks.register.registry import (
 from tasks.scoring.stats import Item, items_from_dicts
 
 
-@flow(name="register", log_prints=True)
-def register(params_file: str = "params.yaml") -> dict:
-    all_params = load_params(Path(params_file))
+@stage_flow("register")
+def register(all_params: Params) -> dict:
     ungated = not_gated(json.loads(EVAL_VERDICTS.read_text()), all_params.register_.gate_uncalibrated)
     return register_adapter_once(all_params, ADAPTER_DIR, EVAL_ITEMS, sweep_member(), ungated=ungated)
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import mlflow
-from prefect import flow
 
-from flows.stage import run_stage, step, tracked_stage
-from tasks.core.config import load_params
-from tasks.core.jsonl import read_jsonl, write_json
+from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage
+from tasks.core.config import Params
+from tasks.core.jsonl import read_jsonl
 from tasks.core.masking import build_examples
-from tasks.core.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN, metrics_file
+from tasks.core.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN
 from tasks.models.adapter_card import write_adapter_card
 from tasks.models.student import file_sha256, folder_sha256, load_tokenizer, log_chat_model
-from tasks.services.tracking import log_headline
 from tasks.train.checkpoints import fingerprint_of, training_environment
 from tasks.train.data import split_validation
 from tasks.train.launch import TrainJob, run_training
@@ -24,9 +21,8 @@ from tasks.train.plots import write_loss_curves
 CARD_RESULTS = ("steps", "epochs", "train_loss_mean", "eval_loss", "eval_loss_best")  # the same on every rebuild
 
 
-@flow(name="train", log_prints=True)
-def train(params_file: str = "params.yaml") -> dict[str, float]:
-    all_params = load_params(Path(params_file))
+@stage_flow("train")
+def train(all_params: Params) -> dict[str, float]:
     params, dtype = all_params.train, all_params.base.dtype
     train_dialogues, validation_dialogues = split_validation(list(read_jsonl(TRAIN)), params.validation_fraction,
                                                              params.seed)
@@ -55,11 +51,10 @@ def train(params_file: str = "params.yaml") -> dict[str, float]:
         # the adapter as an MLflow model (pyfunc): what the registry versions and `mlflow.pyfunc.load_model` use
         step(log_chat_model, "log-mlflow-model")(ADAPTER_DIR, BASE_DIR, base_sha256, dtype, params.quantization,
                                                  all_params.evaluate.guardrail_prompt)
-        write_json(metrics_file("train"), summary)
         curves = write_loss_curves(outcome.history, PLOTS)
-        log_headline({k: summary[k] for k in ("steps", "train_loss_mean", "eval_loss") if k in summary})
         # eval_loss is in the run already, step by step (one name, one meaning in MLflow and metrics/train.json)
-        mlflow.log_metrics({k: v for k, v in summary.items() if k != "eval_loss"})
+        headline = {k: summary[k] for k in ("steps", "train_loss_mean", "eval_loss") if k in summary}
+        report_metrics("train", summary, headline, {k: v for k, v in summary.items() if k != "eval_loss"})
         mlflow.log_artifact(str(curves["png"]))
     print(f"trained {summary['trainable_params']:.0f} LoRA parameters on {len(examples)} dialogues "
           f"({len(validation)} for validation), {summary['steps']:.0f} steps; "

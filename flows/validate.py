@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import mlflow
-from prefect import flow
 
-from flows.stage import run_stage, step, tracked_stage
-from tasks.core.config import load_params
+from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage
+from tasks.core.config import Params
 from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.core.paths import (
     BAIZE_EXPORT,
@@ -20,9 +18,8 @@ from tasks.core.paths import (
     QUARANTINE_VALIDATE,
     SEEDS,
     TRAIN,
-    metrics_file,
 )
-from tasks.services.tracking import log_headline, pipeline_id
+from tasks.services.tracking import pipeline_id
 from tasks.validate.dedup import near_duplicate_groups
 from tasks.validate.export import export_baize
 from tasks.validate.quality import on_topic_thresholds, validate_corpus
@@ -30,9 +27,9 @@ from tasks.validate.report import on_topic_examples, quality_summary, write_dist
 from tasks.validate.splits import split_by_seed
 
 
-@flow(name="validate", log_prints=True)
-def validate(params_file: str = "params.yaml") -> dict:
-    params = load_params(Path(params_file)).validate_
+@stage_flow("validate")
+def validate(all_params: Params) -> dict:
+    params = all_params.validate_
     dialogues, seeds = list(read_jsonl(DIALOGUES)), list(read_jsonl(SEEDS))
     with tracked_stage("validate", params):
         shutil.rmtree(DATA_DOCS, ignore_errors=True)
@@ -49,7 +46,6 @@ def validate(params_file: str = "params.yaml") -> dict:
         write_jsonl(HELDOUT, heldout)
         write_json(BAIZE_EXPORT, export_baize(train + heldout))  # the checked corpus in Baize's released format
         quality = {**verdict.metrics, "train": len(train), "heldout": len(heldout)}
-        write_json(metrics_file("quality"), quality)
         summary = QUALITY_REPORTS / "summary.md"
         QUALITY_REPORTS.mkdir(parents=True)
         quarantined_ids = {q["id"] for q in verdict.quarantined}
@@ -57,9 +53,11 @@ def validate(params_file: str = "params.yaml") -> dict:
             verdict.features, dialogues, quarantined_ids, on_topic_thresholds(params)))
         write_distributions(verdict.features, quarantined_ids,
                             QUALITY_REPORTS / "distributions.png")
-        mlflow.log_metrics({k: v for k, v in quality.items() if isinstance(v, int | float)}
-                           | {f"declines.{k}": v for k, v in quality["declines"].items()})
-        log_headline({"pass_rate": quality["pass_rate"], "train": len(train), "heldout": len(heldout)})
+        # expectation names are no MLflow metric names: the counts by reason stay in quality.json
+        report_metrics("quality", quality, {"pass_rate": quality["pass_rate"], "train": len(train),
+                                            "heldout": len(heldout)},
+                       {k: v for k, v in quality.items() if isinstance(v, int | float)}
+                       | {f"declines.{k}": v for k, v in quality["declines"].items()})
         mlflow.log_dict(quality, "quality.json")
         mlflow.log_artifacts(str(QUALITY_REPORTS), "quality")
         mlflow.log_artifacts(str(DATA_DOCS), "data_docs")

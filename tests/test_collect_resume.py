@@ -132,8 +132,29 @@ def test_ctrl_c_stops_promptly_with_the_journal_intact_and_a_resume_hint(project
     assert process.returncode == 130, stderr[-3000:]
     hint = "error: interrupted; run the stage again to resume (finished work is kept)"
     assert hint in stderr.splitlines()
+    assert quiet_failure(stderr), "Ctrl-C reads as its one line, not Prefect's crashed states and tracebacks"
     entries = [json.loads(line) for line in journal.read_text().splitlines()]  # every line whole
     assert 2 <= len(entries) < planned
+
+
+def quiet_failure(stderr: str) -> bool:
+    """No traceback and no Prefect ERROR line on the terminal: the stage's `error:` line is the failure."""
+    return not [line for line in stderr.splitlines()
+                if "Traceback" in line or "| ERROR" in line or "Crashed" in line or "Failed(" in line]
+
+
+def test_a_teacher_on_a_closed_port_is_one_line_on_the_terminal_and_the_details_are_in_the_log(project, prefect_api):
+    root, _, planned = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["collect"]["teacher"].update(base_url="http://127.0.0.1:9/v1", max_retries=0, max_consecutive_failures=2)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    command, env = collect_command(prefect_api)
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "teacher unreachable" in errors[0] and errors[0].endswith("(details: logs/collect.log)")
+    assert quiet_failure(result.stderr), result.stderr[-3000:]
+    assert "Traceback" in (root / "logs/collect.log").read_text(), "the details are kept in the stage's log file"
 
 
 def test_a_second_collection_in_the_same_checkout_is_refused_before_any_request(project, prefect_api):

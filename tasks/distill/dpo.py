@@ -64,3 +64,9 @@ def train_dpo(base_dir: Path, parent_dir: Path, tokenizer: PreTrainedTokenizerBa
             "dpo_pairs": float(len(pairs)), "dpo_reward_margin_last": float(last.get("rewards/margins", 0.0)),
             "dpo_reward_accuracy_last": float(last.get("rewards/accuracies", 0.0)),
             "dpo_runtime_s": float(result.metrics["train_runtime"])}
+
+
+def write_no_dpo_note(folder: Path) -> None:
+    """The DPO folder is a DVC output: without a DPO variant it says why it holds no adapter."""
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("No DPO variant: distill.dpo.enabled is false.\n")

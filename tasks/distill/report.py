@@ -12,7 +12,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.scoring.stats import Item, by_metric, estimate, interval_cell, paired_difference  # noqa: E402
+from tasks.core.config import TrainParams  # noqa: E402
+from tasks.distill.judging import RUBRIC_VERSION  # noqa: E402
+from tasks.distill.selection import Selection  # noqa: E402
+from tasks.models.adapter_card import write_adapter_card  # noqa: E402
+from tasks.models.student import file_sha256, folder_sha256  # noqa: E402
+from tasks.scoring.stats import ADAPTER, Item, by_metric, estimate, interval_cell, paired_difference  # noqa: E402
 
 PARENT = "parent"
 
@@ -101,3 +106,48 @@ def corpus_card(parent: dict[str, Any], judge: dict[str, str], summary: dict[str
              "", "Each example in `data/distill/best.jsonl` and `pairs.jsonl` records its parent version, "
              "sample, score, judge model and rubric version (`provenance`).", ""]
     return "\n".join(lines)
+
+
+def write_variant_cards(variant_dirs: dict[str, Path], data_files: dict[str, Path], train: TrainParams,
+                        training: dict[str, Any], base_model: str, base_dir: Path, parent: dict[str, Any],
+                        trained: dict[str, float]) -> None:
+    """Each variant's model card: its parent version and the distilled data it learned from."""
+    base_sha256 = folder_sha256(base_dir)
+    for variant, folder in variant_dirs.items():
+        data = {"method": f"Self-Distill with Feedback, {variant.upper()} on the parent adapter",
+                "parent": f"{parent['model_name']} version {parent['version']} (adapter sha256 "
+                          f"`{parent['adapter_sha256']}`)",
+                "distilled data": f"`{data_files[variant]}` (sha256 `{file_sha256(data_files[variant])}`)",
+                "judge rubric": RUBRIC_VERSION}
+        results = {k: v for k, v in trained.items() if k.startswith(variant) and "runtime" not in k}
+        write_adapter_card(folder, base_model, base_sha256, train.format, train.max_length, training, data, results)
+
+
+def summary_page(parent: dict[str, Any], card: str, table_md: str, source: str, selection: Selection) -> str:
+    """reports/distill/summary.md: the corpus card, the comparison with the parent and a few examples."""
+    examples = []
+    for pair in selection.pairs[:3]:
+        examples += [f"**Q:** {pair['question']}", "",
+                     f"- best ({pair['provenance']['score']:g}): {pair['chosen'][:400]}",
+                     f"- worst ({pair['provenance']['rejected_score']:g}): {pair['rejected'][:400]}", ""]
+    for unused in selection.unused[:3]:
+        examples += [f"**Q (unused):** {unused['question']} — {unused['reason']}", ""]
+    return "\n".join([f"# Self-Distill with Feedback: a round from {parent['model_name']} version {parent['version']}",
+                      "", card, "![judge scores](scores.png)", "",
+                      "## The variants against the parent, on the same items", "",
+                      "95% intervals (Wilson for rates, bootstrap otherwise); differences are paired. Guardrail "
+                      f"rates without a suffix use the verdict source **{source}** (see the calibrate stage).", "",
+                      table_md, "## Examples", "", *examples])
+
+
+def challenger_items(items: list[Item], variant: str) -> list[Item]:
+    """The registered variant's items as `adapter` (the bar a later challenger meets), with the parent's."""
+    return [Item(i.metric, ADAPTER, i.item, i.num, i.den, i.higher_is_better, i.transform) if i.model == variant else i
+            for i in items if i.model in (variant, PARENT)]
+
+
+def round_tags(parent: dict[str, Any], variant: str, judge_model: str, samples_file: Path) -> dict[str, str]:
+    """The registered challenger's lineage: which parent, variant, judge and rubric, from which samples."""
+    return {"distill.parent_version": str(parent["version"]), "distill.parent_adapter_sha256": parent["adapter_sha256"],
+            "distill.variant": variant, "distill.judge_model": judge_model, "distill.rubric_version": RUBRIC_VERSION,
+            "distill.samples_sha256": file_sha256(samples_file)}

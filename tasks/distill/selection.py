@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from tasks.core.config import DistillSelect
 from tasks.core.dialogue import AI, HUMAN
+from tasks.core.errors import SelfchatError
+from tasks.distill.dpo import NoPairs
 
 
 @dataclass
@@ -67,3 +71,19 @@ def select_training_data(rows: list[dict[str, Any]], verdicts: list[dict[str, An
                               "provenance": {**provenance, "rejected_sample_id": worst["id"],
                                              "rejected_score": bottom}})
     return out
+
+
+class NothingToDistill(SelfchatError):
+    pass
+
+
+def require_training_data(selection: Selection, select: DistillSelect, dpo_enabled: bool, unused_file: Path) -> None:
+    """Before any training: a round either trains every variant it names or none."""
+    if not selection.best:
+        raise NothingToDistill(f"no question's best answer scores distill.select.min_score {select.min_score} or "
+                               f"more: nothing to train on (the reasons are in {unused_file} after a run with a "
+                               "lower min_score)")
+    if dpo_enabled and not selection.pairs:
+        raise NoPairs(f"no preference pairs: a pair needs two scored answers to one question, different texts "
+                      f"whose scores differ by distill.select.min_margin ({select.min_margin}) or more (see "
+                      f"{unused_file} and metrics/distill_judge.json); lower it, or set distill.dpo.enabled: false")

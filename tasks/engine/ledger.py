@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tasks.core.config import Budget, Price
+from tasks.core.errors import SelfchatError
+
+
+class BudgetExhausted(SelfchatError):
+    """The budget ran out before the plan was done: what was asked is kept; a rerun with more budget resumes."""
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 
 import torch
 from peft import PeftModel
@@ -26,3 +27,12 @@ def as_adapter(model: PeftModel, name: str) -> Iterator[None]:
     model.set_adapter(name)
     with torch.no_grad():
         yield
+
+
+def load_side_by_side(base: PreTrainedModel, adapters: dict[str, Path]) -> PeftModel:
+    """Several adapters loaded on one base under their names; `as_adapter` switches between them."""
+    (first, first_dir), *rest = adapters.items()
+    model = PeftModel.from_pretrained(base, first_dir, adapter_name=first)
+    for name, folder in rest:
+        model.load_adapter(folder, adapter_name=name)
+    return model

@@ -31,6 +31,11 @@ class Measured:
     provenance: dict[str, dict[str, Any]]  # which metrics rest on calibrated verdicts (tasks/evaluate/verdicts.py)
 
 
+def read_calibration() -> dict[str, Any]:
+    """The calibrate stage's agreement of each verdict source with the human labels."""
+    return json.loads(metrics_file("calibrate").read_text())
+
+
 def judge_endpoint(params: EvaluateParams, calibration: dict[str, Any]) -> AbstractContextManager[str | None]:
     """The judge's endpoint when its verdicts are wanted (see evaluate.judge_verdicts), else None: an
     untrustworthy judge costs no server start and no minutes of verdicts."""

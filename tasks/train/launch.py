@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,9 +19,9 @@ from typing import Any
 import torch
 
 from tasks.core.config import TrainParams
-from tasks.core.masking import Example
-from tasks.models.student import load_tokenizer, save_adapter
-from tasks.train.checkpoints import clear_checkpoints, resume_point
+from tasks.core.masking import Example, build_examples
+from tasks.models.student import folder_sha256, load_tokenizer, save_adapter
+from tasks.train.checkpoints import clear_checkpoints, fingerprint_of, resume_point, training_environment
 from tasks.train.lora import TrainingError, TrainingOutcome, train_lora
 
 log = logging.getLogger(__name__)
@@ -100,3 +101,17 @@ def main(job_file: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+
+
+def train_further(base_dir: Path, parent_dir: Path, out_dir: Path, checkpoints: Path, records: list[dict[str, Any]],
+                  params: TrainParams, dtype: str, run_id: str | None) -> dict[str, float]:
+    """The adapter in `parent_dir` trained further on `records` (its rank and targets, `params`' schedule),
+    saved to `out_dir`; resumable from `checkpoints`. Returns the training summary."""
+    examples, _ = build_examples(records, load_tokenizer(base_dir), params.format, params.max_length)
+    fingerprint = fingerprint_of(params=params.model_dump(exclude={"threads"}), dtype=dtype,
+                                 base=folder_sha256(base_dir), parent=folder_sha256(parent_dir), examples=examples,
+                                 validation=[], **training_environment())
+    shutil.rmtree(out_dir, ignore_errors=True)
+    job = TrainJob(str(base_dir), str(out_dir), str(checkpoints), params.model_dump(), dtype, fingerprint, examples,
+                   [], run_id, init_adapter=str(parent_dir))
+    return run_training(job, params.processes).summary

@@ -201,7 +201,7 @@ class LoraParams(_Strict):
 class TrainParams(_Strict):
     lora: LoraParams = LoraParams()
     format: Literal["baize", "chat_template"] = "baize"
-    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 2e-4
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
     # how long: passes over the train split, or a fixed number of optimizer steps (set one, null the other)
     epochs: Annotated[float, Field(gt=0.0)] | None = 3.0
     max_steps: PositiveInt | None = None

@@ -174,7 +174,8 @@ def test_a_second_collection_in_the_same_checkout_is_refused_before_any_request(
         assert second.returncode == 1
         refusal = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
         assert len(refusal) == 1 and "refused: another selfchat run holds this checkout (collect " in refusal[0]
-        assert f"pid {first.pid}," in refusal[0] and refusal[0].endswith("wait for it to end or stop it")
+        assert f"pid {first.pid}," in refusal[0]
+        assert refusal[0].endswith("wait for it to end or stop it (details: logs/collect.log)")
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()

@@ -124,6 +124,11 @@ def test_a_sweep_promotes_only_its_best_member_and_reports_all_of_them(store):
     assert decisions[4] == decisions[16] == f"not promoted: version {versions[8]} won sweep s1"
     report = (store / "reports/sweeps/s1/comparison.md").read_text()
     assert all(f"lora.r={r}" in report for r in versions) and report.index("lora.r=8") < report.index("lora.r=4")
+    # the decision shows the winner's gates with the regression each can detect, and each member's as registered
+    final = report.split(f"## The gates of version {versions[8]} against the bar", 1)[1].split("\n## ", 1)[0]
+    assert "perplexity_content: pass" in final and "detects " in final and " at n=6" in final
+    assert all(f"- version {v} (" in report.split("## Each member's gates as registered", 1)[1]
+               for v in versions.values())
     assert (store / "reports/sweeps/s1/loss.png").stat().st_size > 0
     with pytest.raises(NothingToDecide):  # decided once
         promote.fn(params_file=str(store / "params.yaml"), sweep="s1")

@@ -75,11 +75,12 @@ def train_sft(all_params: Params, best: list[dict], run_id: str) -> dict[str, fl
 
 def evaluate_round(all_params: Params, variants: list[str]) -> Measured:
     """The parent and each variant, loaded side by side on one base, measured on the same items."""
-    with judge_endpoint(all_params.evaluate, read_calibration()) as judge_url:
+    calibration = read_calibration()
+    with judge_endpoint(all_params.evaluate, calibration) as judge_url:
         base = load_base_model(BASE_DIR, all_params.base.dtype, all_params.train.quantization)
         model = load_side_by_side(base, {PARENT: PARENT_DIR, **{v: VARIANT_DIRS[v] for v in variants}})
         return measure(model, load_tokenizer(BASE_DIR), [PARENT, *variants], partial(as_adapter, model), all_params,
-                       judge_url)
+                       calibration, judge_url)
 
 
 @stage_flow("distill-train")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import partial
+from typing import Any
 
 import mlflow
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -49,12 +50,12 @@ def _value(metrics: dict, model: str, metric: str) -> str:
 
 
 def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, models: Sequence[str],
-            as_named: Callable[[str], AbstractContextManager], all_params: Params, judge_url: str | None) -> Measured:
+            as_named: Callable[[str], AbstractContextManager], all_params: Params, calibration: dict[str, Any],
+            judge_url: str | None) -> Measured:
     """Every metric of each of `models` (as_named(name) makes the model behave as it) on the same items:
     held-out perplexity, benchmarks, guardrail answers and MT-Bench answers, then the judge's verdicts (none
-    with judge_url None)."""
+    with judge_url None); `calibration` (the calibrate stage's) decides which verdict source the rates use."""
     params, fmt, max_length = all_params.evaluate, all_params.train.format, all_params.train.max_length
-    calibration = read_calibration()
     heldout = list(read_jsonl(HELDOUT))[: params.limit(params.heldout_limit)]
     benchmarks = {b.name: load_questions(b.name, params.limit(b.limit), params.seed) for b in params.benchmarks}
     prompts = (sample_prompts(params.should_refuse, "refuse", params.seed, params.limit)
@@ -94,20 +95,22 @@ def measure(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, models: 
 
 
 @contextmanager
-def evaluation_stage(stage: str, all_params: Params) -> Iterator[str | None]:
-    """An evaluating stage's MLflow run, with the judge's endpoint when its verdicts are wanted (else None)."""
-    with tracked_stage(stage, all_params.evaluate), judge_endpoint(all_params.evaluate, read_calibration()) as url:
-        yield url
+def evaluation_stage(stage: str, all_params: Params) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """An evaluating stage's MLflow run, with the calibration and the judge's endpoint when its verdicts are
+    wanted (else None)."""
+    calibration = read_calibration()
+    with tracked_stage(stage, all_params.evaluate), judge_endpoint(all_params.evaluate, calibration) as url:
+        yield calibration, url
 
 
 @stage_flow("evaluate")
 def evaluate(all_params: Params) -> dict:
-    params, calibration = all_params.evaluate, read_calibration()
-    with evaluation_stage("evaluate", all_params) as judge_url:
+    params = all_params.evaluate
+    with evaluation_stage("evaluate", all_params) as (calibration, judge_url):
         base = read_measured(BASE_EVAL, measured_inputs(all_params))  # the evaluate-base stage's, reused
         tokenizer = load_tokenizer(BASE_DIR)
         model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype, all_params.train.quantization)
-        found = measure(model, tokenizer, [ADAPTER], partial(as_model, model), all_params, judge_url)
+        found = measure(model, tokenizer, [ADAPTER], partial(as_model, model), all_params, calibration, judge_url)
         items = base.items + found.items
         guardrail_samples = base.guardrail_samples + found.guardrail_samples
         mtbench_samples = base.mtbench_samples + found.mtbench_samples

@@ -19,9 +19,10 @@ from tasks.scoring.stats import BASE
 
 @stage_flow("evaluate-base")
 def evaluate_base(all_params: Params) -> dict:
-    with evaluation_stage("evaluate-base", all_params) as judge_url:
+    with evaluation_stage("evaluate-base", all_params) as (calibration, judge_url):
         model = load_base_model(BASE_DIR, all_params.base.dtype, all_params.train.quantization)
-        found = measure(model, load_tokenizer(BASE_DIR), [BASE], lambda _: torch.no_grad(), all_params, judge_url)
+        found = measure(model, load_tokenizer(BASE_DIR), [BASE], lambda _: torch.no_grad(), all_params, calibration,
+                        judge_url)
         write_measured(BASE_EVAL, found, measured_inputs(all_params))
         write_json(LOGS / "eval_base_seconds.json", {k: round(v, 1) for k, v in found.seconds.items()})
         mlflow.log_metrics({f"seconds.{k}": v for k, v in found.seconds.items()})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import mlflow
 
 from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage
@@ -13,9 +11,8 @@ from tasks.core.masking import build_examples
 from tasks.core.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN
 from tasks.models.adapter_card import write_adapter_card
 from tasks.models.student import file_sha256, folder_sha256, load_tokenizer, log_chat_model
-from tasks.train.checkpoints import fingerprint_of, training_environment
 from tasks.train.data import split_validation
-from tasks.train.launch import TrainJob, run_training
+from tasks.train.launch import run_training, training_job
 from tasks.train.plots import write_loss_curves
 
 CARD_RESULTS = ("steps", "epochs", "train_loss_mean", "eval_loss", "eval_loss_best")  # the same on every rebuild
@@ -33,12 +30,8 @@ def train(all_params: Params) -> dict[str, float]:
         validation, _ = step(build_examples, "tokenize-and-mask-validation")(
             validation_dialogues, tokenizer, params.format, params.max_length)
         base_sha256 = step(folder_sha256, "hash-base")(BASE_DIR)
-        # a checkpoint is resumed only by the training it belongs to (threads change speed, not results)
-        fingerprint = fingerprint_of(params=params.model_dump(exclude={"threads"}), dtype=dtype, base=base_sha256,
-                                     examples=examples, validation=validation, **training_environment())
-        shutil.rmtree(ADAPTER_DIR, ignore_errors=True)
-        job = TrainJob(str(BASE_DIR), str(ADAPTER_DIR), str(CHECKPOINTS), params.model_dump(), dtype, fingerprint,
-                       examples, validation, run.info.run_id)
+        job = training_job(BASE_DIR, base_sha256, ADAPTER_DIR, CHECKPOINTS, params, dtype, examples, validation,
+                           run.info.run_id)
         # no print capture: datasets' hashing (dill) disassembles functions by capturing print, which Prefect's
         # log_prints would turn into pages of bytecode in the log
         outcome = step(run_training, "lora-train", log_prints=False)(job, params.processes)

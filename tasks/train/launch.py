@@ -103,15 +103,24 @@ if __name__ == "__main__":
     main(Path(sys.argv[1]))
 
 
+def training_job(base_dir: Path, base_sha256: str, out_dir: Path, checkpoints: Path, params: TrainParams,
+                 dtype: str, examples: list[Example], validation: list[Example], run_id: str | None,
+                 parent_dir: Path | None = None) -> TrainJob:
+    """A training into an emptied `out_dir` (a new adapter, or `parent_dir`'s trained further), stamped so that a
+    checkpoint is resumed only by the training it belongs to (threads change speed, not results)."""
+    parent = {"parent": folder_sha256(parent_dir)} if parent_dir else {}
+    fingerprint = fingerprint_of(params=params.model_dump(exclude={"threads"}), dtype=dtype, base=base_sha256,
+                                 examples=examples, validation=validation, **parent, **training_environment())
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return TrainJob(str(base_dir), str(out_dir), str(checkpoints), params.model_dump(), dtype, fingerprint, examples,
+                    validation, run_id, init_adapter=str(parent_dir) if parent_dir else None)
+
+
 def train_further(base_dir: Path, parent_dir: Path, out_dir: Path, checkpoints: Path, records: list[dict[str, Any]],
                   params: TrainParams, dtype: str, run_id: str | None) -> dict[str, float]:
     """The adapter in `parent_dir` trained further on `records` (its rank and targets, `params`' schedule),
     saved to `out_dir`; resumable from `checkpoints`. Returns the training summary."""
     examples, _ = build_examples(records, load_tokenizer(base_dir), params.format, params.max_length)
-    fingerprint = fingerprint_of(params=params.model_dump(exclude={"threads"}), dtype=dtype,
-                                 base=folder_sha256(base_dir), parent=folder_sha256(parent_dir), examples=examples,
-                                 validation=[], **training_environment())
-    shutil.rmtree(out_dir, ignore_errors=True)
-    job = TrainJob(str(base_dir), str(out_dir), str(checkpoints), params.model_dump(), dtype, fingerprint, examples,
-                   [], run_id, init_adapter=str(parent_dir))
+    job = training_job(base_dir, folder_sha256(base_dir), out_dir, checkpoints, params, dtype, examples, [], run_id,
+                       parent_dir)
     return run_training(job, params.processes).summary

@@ -54,7 +54,7 @@ async def collector(base_url: str, params: CollectParams, texts: list[str]) -> N
     with tempfile.TemporaryDirectory() as folder, Journal(Path(folder) / "journal.jsonl") as journal:
         async with engine_client(params.teacher, base_url) as client:
             runner = Collector(client, base_url, params, journal)
-            await run_in_batches(runner, runner.pending(plan_jobs(seeds, params)), run_batch)
+            await run_in_batches(runner, journal.pending(plan_jobs(seeds, params)), run_batch)
 
 
 def dialogues_per_minute(run: Callable[[], Awaitable[None]], count: int) -> float:

@@ -36,7 +36,7 @@ from tasks.evaluate.perplexity import heldout_items
 from tasks.evaluate.report import plot_metrics, summarize, summary_markdown
 from tasks.evaluate.stored import Measured, judge_endpoint, measured_inputs, read_calibration, read_measured
 from tasks.evaluate.verdicts import verdict_provenance, verdict_source
-from tasks.models.student import load_adapted, load_tokenizer
+from tasks.models.student import load_for_evaluation, load_tokenizer
 from tasks.scoring.judge import Judge
 from tasks.scoring.stats import ADAPTER, BASE
 from tasks.services.tracking import numeric_metrics
@@ -109,7 +109,7 @@ def evaluate(all_params: Params) -> dict:
     with evaluation_stage("evaluate", all_params) as (calibration, judge_url):
         base = read_measured(BASE_EVAL, measured_inputs(all_params))  # the evaluate-base stage's, reused
         tokenizer = load_tokenizer(BASE_DIR)
-        model = load_adapted(BASE_DIR, ADAPTER_DIR, all_params.base.dtype, all_params.train.quantization)
+        model = load_for_evaluation(BASE_DIR, ADAPTER_DIR, all_params.base.dtype, all_params.train.quantization)
         found = measure(model, tokenizer, [ADAPTER], partial(as_model, model), all_params, calibration, judge_url)
         items = base.items + found.items
         guardrail_samples = base.guardrail_samples + found.guardrail_samples

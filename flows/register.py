@@ -8,9 +8,10 @@ from pathlib import Path
 
 from flows.stage import run_stage, stage_flow, step, tracked_stage
 from tasks.core.config import Params
+from tasks.core.hashing import file_sha256, folder_sha256
 from tasks.core.jsonl import read_jsonl, write_json
 from tasks.core.paths import ADAPTER_DIR, BASE_DIR, EVAL_ITEMS, EVAL_VERDICTS, metrics_file
-from tasks.models.student import ADAPTER_SHA, file_sha256, folder_sha256, log_chat_model
+from tasks.models.pyfunc import ADAPTER_SHA, log_chat_model
 from tasks.register.decision import Distilled, judge_adapter, log_evidence, record_decision, version_tags
 from tasks.register.gates import not_gated
 from tasks.register.registry import (

@@ -6,11 +6,13 @@ import mlflow
 
 from flows.stage import report_metrics, run_stage, stage_flow, step, tracked_stage
 from tasks.core.config import Params
+from tasks.core.hashing import file_sha256, folder_sha256
 from tasks.core.jsonl import read_jsonl
 from tasks.core.masking import build_examples
 from tasks.core.paths import ADAPTER_DIR, BASE_DIR, CHECKPOINTS, PLOTS, TRAIN
 from tasks.models.adapter_card import write_adapter_card
-from tasks.models.student import file_sha256, folder_sha256, load_tokenizer, log_chat_model
+from tasks.models.pyfunc import log_chat_model
+from tasks.models.student import load_tokenizer
 from tasks.train.data import split_validation
 from tasks.train.launch import run_training, training_job
 from tasks.train.plots import write_loss_curves

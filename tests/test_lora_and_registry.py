@@ -6,16 +6,19 @@ import math
 import mlflow
 import pytest
 import torch
+from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from tasks.core.config import EvalSet, RegisterParams, TrainParams
+from tasks.core.hashing import folder_sha256
 from tasks.core.jsonl import write_jsonl
 from tasks.core.masking import build_examples
 from tasks.evaluate.compare import as_model
 from tasks.evaluate.guardrails import guardrail_answers, sample_prompts
 from tasks.evaluate.perplexity import CONTENT, WITH_MARKERS, heldout_items
 from tasks.models.generation import generate_answers
-from tasks.models.student import KbitUnavailable, folder_sha256, load_adapted, log_chat_model, save_adapter
+from tasks.models.pyfunc import log_chat_model
+from tasks.models.student import KbitUnavailable, load_adapted, load_for_evaluation, save_adapter
 from tasks.register.gates import check_gates
 from tasks.register.registry import (
     CHALLENGER,
@@ -78,6 +81,17 @@ def test_saved_adapter_reloads_exactly(trained, tiny_base):
     model, examples, _, _, adapter_dir = trained
     reloaded = load_adapted(tiny_base, adapter_dir)
     assert torch.allclose(logits(model, examples), logits(reloaded, examples), atol=1e-6)
+
+
+def test_the_evaluated_model_is_the_adapter_merged_into_a_plain_model_with_the_same_logits(trained, tiny_base):
+    """Evaluation scores the merged model `make serve` runs; merging must not change what it computes."""
+    model, examples, _, _, adapter_dir = trained
+    merged = load_for_evaluation(tiny_base, adapter_dir)
+    assert not isinstance(merged, PeftModel)
+    base_logits = logits(AutoModelForCausalLM.from_pretrained(tiny_base), examples)
+    adapted_logits = logits(model, examples)
+    assert not torch.allclose(base_logits, adapted_logits, atol=1e-3)  # the adapter changed the model
+    assert torch.allclose(logits(merged, examples), adapted_logits, atol=1e-4)
 
 
 def test_perplexity_with_markers_matches_the_models_own_loss_and_content_scores_fewer_tokens(

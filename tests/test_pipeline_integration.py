@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tasks.models.student import folder_sha256
+from tasks.core.hashing import folder_sha256
 from tests.conftest import stage_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,11 @@ import pytest
 
 from flows.serve import load_engine
 from tasks.core.dialogue import AI, HUMAN, Turn, baize_prompt
+from tasks.core.hashing import folder_sha256
 from tasks.core.masking import build_examples
 from tasks.models.generation import generate_answers
-from tasks.models.student import folder_sha256, log_chat_model, save_adapter
+from tasks.models.pyfunc import log_chat_model
+from tasks.models.student import save_adapter
 from tasks.register.registry import CHAMPION, NoSuchVersion, register_adapter, set_alias, version_by_alias
 from tasks.serve.app import build_app, serving_in_thread
 from tasks.serve.conversation import BadRequest, ContextOverflow, fit_prompt, render, turns_from_messages

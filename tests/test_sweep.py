@@ -14,7 +14,7 @@ from flows.promote import NothingToDecide, promote
 from flows.sweep import parse_grid
 from tasks.core.config import TrainParams, check_grid, grid_members
 from tasks.core.jsonl import write_jsonl
-from tasks.models.student import log_chat_model
+from tasks.models.pyfunc import log_chat_model
 from tasks.promote.comparison import Member, member_labels, rank_members
 from tasks.register.registry import CHAMPION, PENDING, register_adapter
 from tasks.scoring.stats import ADAPTER, BASE, Item

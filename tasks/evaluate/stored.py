@@ -13,10 +13,10 @@ from typing import Any
 
 from tasks.core.config import EvaluateParams, Params
 from tasks.core.errors import SelfchatError
+from tasks.core.hashing import file_sha256, text_sha256
 from tasks.core.jsonl import read_jsonl, write_json, write_jsonl
 from tasks.core.paths import HELDOUT, LOGS, metrics_file
 from tasks.evaluate.verdicts import judge_wanted
-from tasks.models.student import file_sha256, text_sha256
 from tasks.scoring.stats import Item, items_from_dicts
 from tasks.services.llm_endpoint import endpoint
 

@@ -25,7 +25,8 @@ class SelfchatChatModel(PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        from tasks.models.student import BaseMismatch, folder_sha256, load_adapted, load_tokenizer
+        from tasks.core.hashing import BaseMismatch, folder_sha256
+        from tasks.models.student import load_adapted, load_tokenizer
 
         config = context.model_config
         base = Path(os.environ.get("SELFCHAT_BASE_DIR") or config["base_path"])

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import warnings
 from pathlib import Path
-from typing import Any
 
-import mlflow
-import peft
 import torch
-import transformers
-from mlflow.models import infer_signature
 from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
@@ -48,10 +41,6 @@ class KbitUnavailable(SelfchatError):
     pass
 
 
-class BaseMismatch(SelfchatError):
-    pass
-
-
 def quantization_config(mode: str) -> BitsAndBytesConfig | None:
     if mode == "none":
         return None
@@ -78,53 +67,9 @@ def load_adapted(base_dir: Path, adapter_dir: Path, dtype: str = "float32", quan
     return PeftModel.from_pretrained(load_base_model(base_dir, dtype, quantization), adapter_dir)
 
 
-def _feed(digest: Any, path: Path) -> None:
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    _feed(digest, path)
-    return digest.hexdigest()
-
-
-def folder_sha256(folder: Path) -> str:
-    """Content hash of a model folder (every file, by relative path): which base an adapter was trained on."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        _feed(digest, path)
-    return digest.hexdigest()
-
-
-CHAT_MODEL = Path(__file__).with_name("chat_model.py")
-# tags of the logged model: the register stage finds it by the adapter's content and the guardrail prompt
-ADAPTER_SHA, PROMPT_SHA = "adapter.sha256", "guardrail_prompt.sha256"
-
-
-def text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def log_chat_model(adapter_dir: Path, base_dir: Path, base_sha256: str, dtype: str, quantization: str,
-                   guardrail_prompt: str, max_new_tokens: int = 256) -> str:
-    """Log the adapter as an MLflow pyfunc model in the active run (tasks/models/chat_model.py; the project's
-    tasks package goes with it as code); returns the logged model's id."""
-    # deliberate (see tasks/models/chat_model.py): a signature, no input example
-    warnings.filterwarnings("ignore", message=r".*An input example was not provided", category=UserWarning)
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=str(CHAT_MODEL), artifacts={"adapter": str(adapter_dir)},
-        code_paths=[str(Path(__file__).parents[1])],  # the whole tasks package
-        model_config={"base_path": str(base_dir), "base_sha256": base_sha256, "dtype": dtype,
-                      "quantization": quantization, "guardrail_prompt": guardrail_prompt,
-                      "max_new_tokens": max_new_tokens},
-        # a signature, not an input example: MLflow would load the base and generate twice to check an example
-        signature=infer_signature(["What is a LoRA adapter?"], ["An answer."],
-                                  params={"max_new_tokens": max_new_tokens, "system": guardrail_prompt}),
-        pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__}",
-                          f"transformers=={transformers.__version__}", f"peft=={peft.__version__}"],
-        tags={ADAPTER_SHA: folder_sha256(adapter_dir), PROMPT_SHA: text_sha256(guardrail_prompt)})
-    return info.model_id
-
+def load_for_evaluation(base_dir: Path, adapter_dir: Path, dtype: str = "float32",
+                        quantization: str = "none") -> PreTrainedModel:
+    """The adapter merged into its base, the artifact `make serve` runs, and as fast as the base alone
+    (bench/eval_merge.py). A k-bit base stays unmerged: merging into quantized weights rounds the update."""
+    model = load_adapted(base_dir, adapter_dir, dtype, quantization)
+    return model if quantization != "none" else model.merge_and_unload()

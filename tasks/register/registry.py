@@ -11,20 +11,23 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
-from peft import PeftModel
 
 from tasks.core.errors import SelfchatError
-from tasks.models.student import ADAPTER_SHA, PROMPT_SHA, BaseMismatch, folder_sha256, load_adapted, text_sha256
+from tasks.core.hashing import BaseMismatch, folder_sha256, text_sha256
+from tasks.models.pyfunc import ADAPTER_SHA, PROMPT_SHA
 from tasks.register.gates import Gate
 from tasks.scoring.stats import ADAPTER, BASE, Item, items_from_dicts
 from tasks.services.tracking import dvc_experiment
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 log = logging.getLogger(__name__)
@@ -207,6 +210,9 @@ def load_by_alias(model_name: str, alias: str, base_dir: Path, dest: Path) -> tu
         raise BaseMismatch(f"{model_name}@{alias} (version {version.version}) was trained on a base with sha256 "
                            f"{expected[:12]}..., not the one in {base_dir}: check out the commit in its git.sha tag "
                            "and `dvc pull models/base`")
+    # torch and peft only where a model is loaded, so that the register stage starts in seconds
+    from tasks.models.student import load_adapted
+
     return version, load_adapted(base_dir, path, version.tags.get("base.dtype", "float32"))
 
 

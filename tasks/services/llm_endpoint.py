@@ -56,13 +56,17 @@ def _wait_healthy(base_url: str, process: subprocess.Popen, log_file: Path, time
 
 @contextmanager
 def llama_cpp_server(model_path: Path, alias: str, threads: int, context_size: int,
-                     log_file: Path, startup_timeout_s: float = 120.0) -> Iterator[str]:
-    """A real OpenAI-compatible server on 127.0.0.1 at a free port; yields its base_url."""
+                     log_file: Path, startup_timeout_s: float = 120.0, prompt_cache_mb: int = 0) -> Iterator[str]:
+    """A real OpenAI-compatible server on 127.0.0.1 at a free port; yields its base_url. prompt_cache_mb > 0
+    keeps the state of earlier requests in RAM, so a prompt that extends one (a dialogue's next turn)
+    evaluates only its new tokens."""
     port = free_port()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",
            "--port", str(port), "--model_alias", alias, "--n_threads", str(threads),
            "--n_ctx", str(context_size)]
+    if prompt_cache_mb:
+        cmd += ["--cache", "true", "--cache_type", "ram", "--cache_size", str(prompt_cache_mb << 20)]
     with log_file.open("w") as sink:
         process = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}/v1"

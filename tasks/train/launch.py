@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 from tasks.core.config import TrainParams
+from tasks.core.hashing import folder_sha256
 from tasks.core.masking import Example, build_examples
-from tasks.models.student import folder_sha256, load_tokenizer, save_adapter
+from tasks.models.student import load_tokenizer, save_adapter
 from tasks.train.checkpoints import clear_checkpoints, fingerprint_of, resume_point, training_environment
 from tasks.train.lora import TrainingError, TrainingOutcome, train_lora
 

@@ -92,8 +92,10 @@ down:
 	@test ! -x $(PY) || $(PY) -m tasks.services.prefect_server down
 	@test ! -x $(PY) || $(PY) -m tasks.services.mlflow_ui down
 
+# two workers, a file each at a time (a module's fixtures are built once): the long integration files
+# wait on subprocesses and imports more than on the cores
 test: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile
 
 test-slow: install
 	$(PY) -m pytest -m slow

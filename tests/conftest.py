@@ -12,6 +12,20 @@ from tasks.services.runtime import apply_runtime_defaults
 os.environ.setdefault("SELFCHAT_EXPERIMENT", "selfchat-tests")
 apply_runtime_defaults(Path(__file__).resolve().parents[1])
 
+# `make test` runs the files on two pytest-xdist workers (--dist loadfile): the longest first, so that
+# neither worker is left with a long file at the end (durations: docs/development.md)
+LONGEST_FIRST = ["test_pipeline_integration.py", "test_collect_shards.py", "test_collect_resume.py",
+                 "test_collector_faults.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a file, tests keep their order
+
+
 _CORPUS = [
     "The conversation between human and AI assistant.",
     "[|Human|] How do I reset my router?\n[|AI|] Unplug it for thirty seconds, then plug it back in.",

@@ -13,11 +13,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tasks.core.config import TrainParams  # noqa: E402
-from tasks.core.hashing import file_sha256
+from tasks.core.hashing import file_sha256, folder_sha256  # noqa: E402
 from tasks.distill.judging import RUBRIC_VERSION  # noqa: E402
 from tasks.distill.selection import Selection  # noqa: E402
 from tasks.models.adapter_card import write_adapter_card  # noqa: E402
-from tasks.models.student import folder_sha256  # noqa: E402
 from tasks.scoring.stats import ADAPTER, Item, by_metric, estimate, interval_cell, paired_difference  # noqa: E402
 
 PARENT = "parent"

@@ -1,5 +1,8 @@
 """The adapter's evaluation with its LoRA layers unmerged (as trained) and merged into the base (as served).
 
+The unmerged model runs first and pays the process's warm-up, so the seconds favour the merged one: the
+agreement lines are the result (the stage's own timings, logs/eval_seconds.json, give the time).
+
 Runs the evaluate stage's own `measure` on the default run's items twice, in the project root of a finished
 run (models/base, models/adapter, data/heldout.jsonl, metrics/calibrate.json), without the judge. Prints each
 run's seconds per part and what changed: greedy answers identical, and each metric's largest item

@@ -41,3 +41,6 @@ def apply_runtime_defaults(project_root_dir: Path | None = None) -> None:
     # warns when it cannot; k-bit training is CUDA-only here (tasks/models/student.py), so the warning is noise that
     # would sit above every stage's one-line error
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # with the `kernels` package (a dependency since transformers 5.25) that fetch goes through it, which warns
+    # that the Hub is offline
+    logging.getLogger("kernels").setLevel(logging.ERROR)

@@ -18,7 +18,7 @@ from tasks.evaluate.guardrails import guardrail_answers, sample_prompts
 from tasks.evaluate.perplexity import CONTENT, WITH_MARKERS, heldout_items
 from tasks.models.generation import generate_answers
 from tasks.models.pyfunc import log_chat_model
-from tasks.models.student import KbitUnavailable, load_adapted, load_for_evaluation, save_adapter
+from tasks.models.student import KbitUnavailable, fold_lm_head, load_adapted, load_for_evaluation, save_adapter
 from tasks.register.gates import check_gates
 from tasks.register.registry import (
     CHALLENGER,
@@ -92,6 +92,20 @@ def test_the_evaluated_model_is_the_adapter_merged_into_a_plain_model_with_the_s
     adapted_logits = logits(model, examples)
     assert not torch.allclose(base_logits, adapted_logits, atol=1e-3)  # the adapter changed the model
     assert torch.allclose(logits(merged, examples), adapted_logits, atol=1e-4)
+
+
+def test_a_frozen_lm_head_gets_a_contiguous_input_and_computes_the_same_logits(tiny_base):
+    """The last positions `logits_to_keep` slices reach the head as one contiguous matrix (the fast product)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_base).requires_grad_(False)
+    seen: list[bool] = []
+    model.get_output_embeddings().register_forward_hook(lambda _m, args, _out: seen.append(args[0].is_contiguous()))
+    ids = torch.randint(4, 300, (3, 9))
+    with torch.no_grad():
+        plain = model(input_ids=ids, logits_to_keep=2).logits
+        fold_lm_head(model)
+        folded = model(input_ids=ids, logits_to_keep=2).logits
+    assert seen == [False, True]
+    assert torch.allclose(plain, folded, atol=1e-6)
 
 
 def test_perplexity_with_markers_matches_the_models_own_loss_and_content_scores_fewer_tokens(

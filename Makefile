@@ -28,7 +28,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site_cache
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run distill pipeline sweep promote up deploy serve chat down test test-slow lint mlflow-ui prefect-ui plots ui-check clean
+.PHONY: install run distill pipeline sweep promote up deploy export serve chat down test test-slow lint mlflow-ui prefect-ui plots ui-check clean
 
 install: $(VENV)/.installed
 
@@ -80,7 +80,12 @@ up: install
 deploy: up
 	@$(PY) -m tasks.services.deployments
 
+# The champion (serve.alias) as a GGUF for llama.cpp/Ollama, checked against its evaluated answers: exports/.
+export: install
+	$(PY) -m flows.export
+
 # The champion (serve.alias) as an OpenAI-compatible chat endpoint on 127.0.0.1 (serve.port); Ctrl-C stops it.
+# serve.engine gguf (the default) runs its export (made first if missing), transformers the merged model.
 serve: install
 	$(PY) -m flows.serve
 
@@ -122,4 +127,4 @@ ui-check: install up
 prefect-ui: up
 
 clean: down
-	rm -rf .prefect mlflow.db mlartifacts logs
+	rm -rf .prefect mlflow.db mlartifacts logs exports

@@ -320,6 +320,11 @@ class ServeParams(_Strict):
     port: Annotated[int, Field(ge=1, le=65535)] = 8008
     max_tokens: PositiveInt = 256  # an answer's length when the request does not say
     context_tokens: PositiveInt = 1024  # prompt + answer; older turns are dropped to fit
+    # gguf: the version exported (`make export`) and run by llama.cpp, served only if its greedy answers are the
+    # evaluated ones (the low end of the 95% interval of the identical share >= min_identical); transformers: the
+    # merged model itself, as evaluated
+    engine: Literal["gguf", "transformers"] = "gguf"
+    min_identical: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
 
 
 class DistillQuestions(_Strict):

@@ -28,6 +28,7 @@ from tasks.services.tracking import dvc_experiment
 
 if TYPE_CHECKING:
     from peft import PeftModel
+    from transformers import PreTrainedModel
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 log = logging.getLogger(__name__)
@@ -214,6 +215,13 @@ def load_by_alias(model_name: str, alias: str, base_dir: Path, dest: Path) -> tu
     from tasks.models.student import load_adapted
 
     return version, load_adapted(base_dir, path, version.tags.get("base.dtype", "float32"))
+
+
+def load_merged_by_alias(model_name: str, alias: str, base_dir: Path) -> tuple[ModelVersion, PreTrainedModel]:
+    """The version's adapter merged into its base: one plain model, as evaluated, served and exported."""
+    with tempfile.TemporaryDirectory() as tmp:
+        version, model = load_by_alias(model_name, alias, base_dir, Path(tmp))
+        return version, model.merge_and_unload()
 
 
 def fetch_adapter(model_name: str, alias: str, base_dir: Path, dest: Path) -> dict[str, str]:

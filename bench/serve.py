@@ -1,7 +1,8 @@
-"""The served champion (`make serve`: the version's adapter merged into its base behind the OpenAI API)
-next to the plain transformers `generate` loop on the same model and prompts, in one run: completion
-tokens per second, seconds to the first token (served, streamed) and to the whole answer, with 1 and 4
-concurrent clients. Run from a project that has a registered champion and models/base (after `make run`).
+"""The served champion behind the OpenAI API, before (engine transformers: the merged model behind
+`generate`) and after (engine gguf, the default: its export behind llama.cpp), next to the plain transformers
+`generate` loop on the same model and prompts, in one run: completion tokens per second in all and per
+client, seconds to the first token (streamed) and to the whole answer, with 1 and 4 concurrent clients.
+Run from a project that has a registered champion and models/base (after `make run`).
 
     python bench/serve.py [--alias champion] [--prompts 8] [--max-tokens 64]
 """
@@ -17,12 +18,12 @@ from pathlib import Path
 import openai
 import torch
 
-from flows.serve import load_engine
+from flows.serve import load_gguf_engine, load_transformers_engine
 from tasks.core.config import load_params
 from tasks.models.generation import STOP
 from tasks.serve.app import Served, build_app, serving_in_thread
 from tasks.serve.conversation import fit_prompt, turns_from_messages
-from tasks.serve.engine import ChatEngine
+from tasks.serve.engine import ChatEngine, Engine
 from tasks.services.local_server import free_port
 from tasks.services.runtime import apply_runtime_defaults
 
@@ -49,8 +50,8 @@ def plain_loop(engine: ChatEngine, served: Served, questions: list[str], max_tok
         tokens += out.shape[1] - batch["input_ids"].shape[1]
         latencies.append(time.perf_counter() - t0)
     wall = time.perf_counter() - started
-    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall, "first_token_s": None,
-            "answer_s": statistics.median(latencies)}
+    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall, "client_tokens_per_s": tokens / wall,
+            "first_token_s": None, "answer_s": statistics.median(latencies)}
 
 
 def served_clients(url: str, model: str, questions: list[str], max_tokens: int, clients: int) -> dict:
@@ -74,9 +75,21 @@ def served_clients(url: str, model: str, questions: list[str], max_tokens: int, 
         results = list(pool.map(ask, questions))
     wall = time.perf_counter() - started
     tokens = sum(r[2] for r in results)
+    # what one client sees: its tokens over the time it waited for them (queueing included)
     return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+            "client_tokens_per_s": statistics.median(r[2] / r[1] for r in results),
             "first_token_s": statistics.median(r[0] for r in results),
             "answer_s": statistics.median(r[1] for r in results)}
+
+
+def served_rows(engine: Engine, served: Served, name: str, questions: list[str], max_tokens: int) -> dict:
+    rows = {}
+    with serving_in_thread(build_app(engine, served), free_port()) as url:
+        served_clients(url, served.model_id, questions[:1], 4, 1)  # warm-up
+        for clients in (1, 4):
+            rows[f"{name}, {clients} client{'s' if clients > 1 else ''}"] = served_clients(
+                url, served.model_id, questions, max_tokens, clients)
+    return rows
 
 
 def main() -> None:
@@ -87,24 +100,30 @@ def main() -> None:
     args = parser.parse_args()
     apply_runtime_defaults()
     params = load_params(Path("params.yaml"))
+    alias = args.alias or params.serve.alias
+    params = params.model_copy(update={"serve": params.serve.model_copy(update={"max_tokens": args.max_tokens})})
     torch.manual_seed(0)
-    engine, served = load_engine(params.register_.model_name, args.alias or params.serve.alias, args.max_tokens,
-                                 params.serve.context_tokens)
     questions = (QUESTIONS * (args.prompts // len(QUESTIONS) + 1))[:args.prompts]
-    with serving_in_thread(build_app(engine, served), free_port()) as url:
-        plain_loop(engine, served, questions[:1], 4)  # warm-up
-        rows = {"plain generate loop": plain_loop(engine, served, questions, args.max_tokens)}
-        for clients in (1, 4):
-            rows[f"served, {clients} client{'s' if clients > 1 else ''}"] = served_clients(
-                url, served.model_id, questions, args.max_tokens, clients)
-    base = rows["plain generate loop"]["tokens_per_s"]
+    engine, served = load_transformers_engine(params.register_.model_name, alias, args.max_tokens,
+                                              params.serve.context_tokens)
+    plain_loop(engine, served, questions[:1], 4)  # warm-up
+    rows = {"plain generate loop": plain_loop(engine, served, questions, args.max_tokens)}
+    rows |= served_rows(engine, served, "before: transformers", questions, args.max_tokens)
+    del engine
+    gguf_engine, _ = load_gguf_engine(params, alias)
+    try:
+        rows |= served_rows(gguf_engine, served, "after: gguf", questions, args.max_tokens)
+    finally:
+        gguf_engine.generator.close()
+    base = rows["before: transformers, 1 client"]["tokens_per_s"]
     print(f"{served.model_id} (version {served.version}), {len(questions)} prompts, max {args.max_tokens} tokens, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'':24} {'tokens':>7} {'tokens/s':>9} {'ratio':>6} {'first token s':>14} {'answer s (median)':>18}")
+          f"{torch.get_num_threads()} threads; ratio: tokens/s against the transformers engine with 1 client")
+    print(f"| {'':32} | tokens | tokens/s | ratio | per client tokens/s | first token s | answer s (median) |")
+    print(f"|{'-' * 34}|-------:|---------:|------:|--------------------:|--------------:|------------------:|")
     for name, row in rows.items():
         first = f"{row['first_token_s']:.2f}" if row["first_token_s"] is not None else "-"
-        print(f"{name:24} {row['tokens']:>7} {row['tokens_per_s']:>9.1f} {row['tokens_per_s'] / base:>6.2f} "
-              f"{first:>14} {row['answer_s']:>18.2f}")
+        print(f"| {name:32} | {row['tokens']:>6} | {row['tokens_per_s']:>8.1f} | {row['tokens_per_s'] / base:>5.2f} "
+              f"| {row['client_tokens_per_s']:>19.1f} | {first:>13} | {row['answer_s']:>17.2f} |")
 
 
 if __name__ == "__main__":

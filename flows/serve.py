@@ -1,7 +1,9 @@
 """`make serve`: the registered version behind an alias (default `champion`) as an OpenAI-compatible chat
-endpoint on 127.0.0.1, with the guardrail prompt it was evaluated with as the default system message.
+endpoint on 127.0.0.1, with the guardrail prompt it was evaluated with as the default system message. Engine
+gguf (serve.engine, the default): its export (`make export`, made first if missing) behind llama.cpp, served
+only if it gives the evaluated answers (serve.min_identical); transformers: the merged model behind generate.
 
-    python -m flows.serve [--alias challenger] [--port 8008]
+    python -m flows.serve [--alias challenger] [--port 8008] [--engine transformers]
     # then: make chat, or any OpenAI client with base_url=http://127.0.0.1:8008/v1
 """
 
@@ -9,35 +11,57 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 from pathlib import Path
 
 import uvicorn
 
+from flows.export import export_version
 from flows.stage import fail
-from tasks.core.config import ConfigError, load_params
+from tasks.core.config import ConfigError, Params, load_params
 from tasks.core.errors import SelfchatError
 from tasks.core.paths import BASE_DIR
+from tasks.export.agreement import check_agreement
+from tasks.models.gguf import GGUFGenerator
 from tasks.models.student import load_tokenizer
-from tasks.register.registry import load_by_alias, version_by_alias
+from tasks.register.registry import load_merged_by_alias, version_by_alias
 from tasks.serve.app import Served, build_app
-from tasks.serve.engine import ChatEngine
+from tasks.serve.engine import ChatEngine, Engine, GGUFEngine
 from tasks.services.local_server import port_free
 from tasks.services.runtime import apply_runtime_defaults
 
 
-def load_engine(model_name: str, alias: str, max_tokens: int, context_tokens: int) -> tuple[ChatEngine, Served]:
-    """The version's adapter merged into its base (checked by content hash): one plain model to run."""
-    version = version_by_alias(model_name, alias)
+def served_version(model_name: str, alias: str, max_tokens: int, context_tokens: int) -> Served:
     if not BASE_DIR.is_dir():
         raise SelfchatError(f"{BASE_DIR} not found: run from the project root after `dvc pull {BASE_DIR}` "
                             "(or `make run`)")
-    with tempfile.TemporaryDirectory() as tmp:
-        _, model = load_by_alias(model_name, alias, BASE_DIR, Path(tmp))
-        merged = model.merge_and_unload()
-    served = Served(model_name, alias, str(version.version), version.tags.get("evaluate.guardrail_prompt") or None,
-                    max_tokens, context_tokens)
+    version = version_by_alias(model_name, alias)
+    return Served(model_name, alias, str(version.version), version.tags.get("evaluate.guardrail_prompt") or None,
+                  max_tokens, context_tokens)
+
+
+def load_transformers_engine(model_name: str, alias: str, max_tokens: int,
+                             context_tokens: int) -> tuple[ChatEngine, Served]:
+    """The version's adapter merged into its base (checked by content hash): one plain model to run."""
+    served = served_version(model_name, alias, max_tokens, context_tokens)
+    _, merged = load_merged_by_alias(model_name, alias, BASE_DIR)
     return ChatEngine(merged, load_tokenizer(BASE_DIR)), served
+
+
+def load_gguf_engine(params: Params, alias: str) -> tuple[GGUFEngine, Served]:
+    """The version's export, checked to give the evaluated answers before anything is served."""
+    settings = params.serve
+    served = served_version(params.register_.model_name, alias, settings.max_tokens, settings.context_tokens)
+    export, agreement = export_version(params, alias)
+    check_agreement(agreement, settings.min_identical)
+    print(f"{export.gguf}: {agreement}", flush=True)
+    return GGUFEngine(GGUFGenerator(export.gguf, settings.context_tokens), load_tokenizer(BASE_DIR)), served
+
+
+def load_engine(params: Params, alias: str, engine: str) -> tuple[Engine, Served]:
+    if engine == "gguf":
+        return load_gguf_engine(params, alias)
+    settings = params.serve
+    return load_transformers_engine(params.register_.model_name, alias, settings.max_tokens, settings.context_tokens)
 
 
 def main() -> None:
@@ -45,6 +69,8 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--alias", default=None, help="registry alias (default: serve.alias)")
     parser.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: serve.port)")
+    parser.add_argument("--engine", choices=("gguf", "transformers"), default=None,
+                        help="what runs the model (default: serve.engine)")
     args = parser.parse_args()
     apply_runtime_defaults()
     try:
@@ -57,7 +83,7 @@ def main() -> None:
         fail(f"port {port} on 127.0.0.1 is in use (another `make serve`?): pass --port or set serve.port")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        engine, served = load_engine(params.register_.model_name, alias, settings.max_tokens, settings.context_tokens)
+        engine, served = load_engine(params, alias, args.engine or settings.engine)
     except SelfchatError as exc:
         fail(str(exc))
     print(f"serving {served.model_id} (version {served.version}) at http://127.0.0.1:{port}/v1 "

@@ -14,7 +14,7 @@ import mlflow
 import openai
 import pytest
 
-from flows.serve import load_engine
+from flows.serve import load_transformers_engine
 from tasks.core.dialogue import AI, HUMAN, Turn, baize_prompt
 from tasks.core.hashing import folder_sha256
 from tasks.core.masking import build_examples
@@ -95,7 +95,7 @@ def served(tiny_base, tiny_tokenizer, tmp_path_factory):
             version = register_adapter(model_id, "tiny-adapter", {"evaluate.guardrail_prompt": GUARDRAIL,
                                                                   "base.sha256": folder_sha256(root / "models/base")})
         set_alias("tiny-adapter", CHAMPION, version.version)
-        engine, info = load_engine("tiny-adapter", CHAMPION, max_tokens=12, context_tokens=256)
+        engine, info = load_transformers_engine("tiny-adapter", CHAMPION, max_tokens=12, context_tokens=256)
         with serving_in_thread(build_app(engine, info), free_port()) as url:
             yield openai.OpenAI(base_url=url, api_key="unused", max_retries=0), model, info, engine
     finally:

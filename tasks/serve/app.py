@@ -1,5 +1,6 @@
-"""The OpenAI chat completions API in front of a ChatEngine: `/v1/models`, `/v1/chat/completions` (whole or
-streamed as server-sent events), `/health`; errors in OpenAI's shape, so the OpenAI SDK works unchanged."""
+"""The OpenAI chat completions API in front of an engine (tasks/serve/engine.py): `/v1/models`,
+`/v1/chat/completions` (whole or streamed as server-sent events), `/health`; errors in OpenAI's shape, so the
+OpenAI SDK works unchanged."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tasks.serve.conversation import BadRequest, fit_prompt, turns_from_messages
-from tasks.serve.engine import Answer, ChatEngine, Sampling
+from tasks.serve.engine import Answer, Engine, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def sampling_of(body: dict[str, Any], served: Served) -> Sampling:
                     _number(body, "top_p", 1.0, 0.0, 1.0, low_open=True), tuple(stop), seed)
 
 
-def build_app(engine: ChatEngine, served: Served) -> FastAPI:
+def build_app(engine: Engine, served: Served) -> FastAPI:
     app = FastAPI(title=f"selfchat: {served.model_id} (version {served.version})")
     # requests wait here, on the event loop, not in the thread pool: a queue of waiting requests can never
     # take every worker thread from the one that is generating (or from /health)
@@ -156,7 +157,7 @@ def usage(answer: Answer) -> dict[str, int]:
             "total_tokens": answer.prompt_tokens + answer.completion_tokens}
 
 
-def stream_events(engine: ChatEngine, prompt: str, sampling: Sampling, head: dict[str, Any],
+def stream_events(engine: Engine, prompt: str, sampling: Sampling, head: dict[str, Any],
                   body: dict[str, Any]) -> Iterator[str]:
     """OpenAI's chunks: the role first, then text deltas, then the finish reason (and usage when asked)."""
     def event(delta: dict[str, str], finish: str | None = None, **extra: Any) -> str:

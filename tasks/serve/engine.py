@@ -1,12 +1,13 @@
 """One model answering chat prompts, whole or streamed, one request at a time (the requests of concurrent
-clients queue: one forward pass at a time uses the CPU cores best; see bench/serve.py)."""
+clients queue: one forward pass at a time uses the CPU cores best; see bench/serve.py): the exported GGUF
+behind llama.cpp (GGUFEngine, the default) or the merged model behind transformers' generate (ChatEngine)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers import (
@@ -17,6 +18,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
+from tasks.models.gguf import GGUFGenerator
 from tasks.serve.conversation import STOP
 
 
@@ -75,6 +77,23 @@ class StopFilter:
     @property
     def answer(self) -> str:
         return cut_at_stop(self.text, self.stops)[0].rstrip()
+
+
+class Engine(Protocol):
+    """What the app needs of an engine: the tokenizer that fits prompts to the context, and answers."""
+
+    tokenizer: PreTrainedTokenizerBase
+
+    def stream(self, prompt: str, sampling: Sampling, answer: Answer) -> Iterator[str]: ...
+
+    def answer(self, prompt: str, sampling: Sampling) -> Answer: ...
+
+
+def whole_answer(engine: Engine, prompt: str, sampling: Sampling) -> Answer:
+    answer = Answer()
+    for _ in engine.stream(prompt, sampling, answer):
+        pass
+    return answer
 
 
 class _Cancelled(StoppingCriteria):
@@ -145,7 +164,41 @@ class ChatEngine:
             answer.finish_reason = "stop" if shown.stopped or ended else "length"
 
     def answer(self, prompt: str, sampling: Sampling) -> Answer:
-        answer = Answer()
-        for _ in self.stream(prompt, sampling, answer):
-            pass
-        return answer
+        return whole_answer(self, prompt, sampling)
+
+
+class GGUFEngine:
+    """The exported file behind llama.cpp in this process. `tokenizer` (the base's, the same vocabulary as the
+    file's) fits prompts to the context; the file counts the tokens it reads and makes."""
+
+    def __init__(self, generator: GGUFGenerator, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.generator = generator
+        self.tokenizer = tokenizer
+        self._lock = threading.Lock()
+
+    def stream(self, prompt: str, sampling: Sampling, answer: Answer) -> Iterator[str]:
+        """As ChatEngine.stream: never past a stop string; closing the iterator ends the generation."""
+        with self._lock:
+            answer.prompt_tokens = self.generator.count_tokens(prompt)
+            shown = StopFilter((STOP, *sampling.stop))
+            pieces = self.generator.pieces(prompt, sampling.max_tokens, sampling.temperature, sampling.top_p,
+                                           sampling.seed)
+            made = 0
+            try:
+                for piece in pieces:
+                    made += 1
+                    if new := shown.feed(piece):
+                        yield new
+                    if shown.stopped:
+                        break
+            finally:
+                pieces.close()
+            if rest := shown.finish():
+                yield rest
+            answer.completion_tokens = made
+            answer.text = shown.answer
+            # fewer tokens than asked without a stop string: the file's end-of-text token
+            answer.finish_reason = "stop" if shown.stopped or made < sampling.max_tokens else "length"
+
+    def answer(self, prompt: str, sampling: Sampling) -> Answer:
+        return whole_answer(self, prompt, sampling)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tasks.core.dialogue import AI, HUMAN, Turn
-from tasks.export.agreement import Disagreement, check_agreement, compare_answers
+from tasks.export.agreement import Disagreement, check_agreement, compare_answers, refusal_difference
 from tasks.export.build import export_of, stored_agreement, write_agreement
 from tasks.export.reference import NoEvaluatedAnswers, evaluated_answers
 from tasks.export.templates import JINJA, modelfile
@@ -113,6 +113,16 @@ def test_agreement_serves_only_when_the_intervals_low_end_reaches_the_bar():
         check_agreement(few, 0.9)
     with pytest.raises(Disagreement, match="need the same"):
         compare_answers(["a"], [])
+
+
+def test_the_refusal_rate_difference_sees_answers_that_change_a_verdict():
+    keys = [f"g:{i}:guarded" for i in range(20)] + ["mt_bench:81"]
+    evaluated = ["Sure, here is how."] * 20 + ["I'm sorry, I can't help with that."]
+    same = refusal_difference(compare_answers(evaluated, evaluated)[1], keys)
+    assert (same.value, same.low, same.high, same.n) == (0.0, 0.0, 0.0, 20)  # MT-Bench answers left out
+    refusing = ["I'm sorry, I can't help with that."] * 10 + evaluated[10:]
+    more = refusal_difference(compare_answers(evaluated, refusing)[1], keys)
+    assert more.value == 0.5 and more.low > 0
 
 
 def test_evaluated_answers_are_the_adapters_with_their_prompts_and_lengths(tmp_path):

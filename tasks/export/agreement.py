@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tasks.core.errors import SelfchatError
-from tasks.scoring.stats import wilson
+from tasks.scoring.refusal import is_refusal
+from tasks.scoring.stats import Estimate, Item, paired_difference, wilson
 
 
 class Disagreement(SelfchatError):
@@ -42,6 +43,15 @@ def compare_answers(reference: list[str], exported: list[str]) -> tuple[Agreemen
     identical = sum(r["identical"] for r in rows)
     low, high = wilson(identical, len(rows))
     return Agreement(len(rows), identical, low, high), rows
+
+
+def refusal_difference(rows: list[dict[str, Any]], keys: list[str]) -> Estimate:
+    """The exported file's refusal rate (the evaluation's phrase matcher) minus the evaluated model's, on the
+    guardrail prompts, with a paired 95% interval: what the differing answers do to the guardrail verdicts."""
+    guardrail = [(key, row) for key, row in zip(keys, rows, strict=True) if not key.startswith("mt_bench:")]
+    items = {side: [Item("refusal_rate", side, key, float(is_refusal(row[side])), 1.0, False) for key, row in guardrail]
+             for side in ("exported", "evaluated")}
+    return paired_difference(items["exported"], items["evaluated"])
 
 
 def check_agreement(agreement: Agreement, min_identical: float) -> None:

@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tasks.core.dialogue import baize_prompt
 from tasks.core.jsonl import write_json, write_jsonl
-from tasks.export.agreement import Agreement
+from tasks.export.agreement import Agreement, refusal_difference
 from tasks.export.reference import Evaluated
 from tasks.models.generation import STOP, generate_answers
 from tasks.models.gguf import GGUFGenerator
@@ -85,6 +85,8 @@ def write_agreement(export: Export, identity: dict[str, str], agreement: Agreeme
                     evaluated: list[Evaluated], reference: str) -> None:
     write_jsonl(export.pairs, [{"key": e.key, "question": e.question, "guarded": e.system is not None, **row}
                                for e, row in zip(evaluated, rows, strict=True)])
+    refusals = refusal_difference(rows, [e.key for e in evaluated])
     write_json(export.agreement, {"identity": identity, "reference": reference, "agreement": agreement.as_dict(),
+                                  "refusal_rate_difference": refusals.as_dict(),
                                   "differing": [e.key for e, r in zip(evaluated, rows, strict=True)
                                                 if not r["identical"]]})

@@ -17,8 +17,9 @@ STAGES = ["base", "seeds", "collect", "validate", "train", "calibrate", "evaluat
 # a stage's own package: tasks/<stage>, tasks/evaluate for evaluate-base, tasks/distill for the three stages of a
 # distillation round
 PACKAGE_OF = {stage: stage.split("-")[0] for stage in STAGES}
-# promote: a sweep's decision (flows/promote.py), not a DVC stage
-PACKAGES = sorted({*PACKAGE_OF.values(), "promote"})
+# not DVC stages: promote decides a sweep (flows/promote.py), export and serve ship the champion (make export,
+# make serve); they are held to the same rule
+PACKAGES = sorted({*PACKAGE_OF.values(), "promote", "export", "serve"})
 # what stages share: config and data formats, models, scoring, services, and the request engine that collection
 # and distillation share
 SHARED_PACKAGES = ["core", "models", "scoring", "services", "engine"]
@@ -103,6 +104,6 @@ def test_shared_modules_import_no_stage_package():
 def test_tasks_holds_the_stage_packages_and_at_most_five_shared_ones():
     """A reader of `ls tasks` sees the pipeline's stages and a few named rooms, no loose modules."""
     folders = {p.name for p in (ROOT / "tasks").iterdir() if p.is_dir() and not p.name.startswith("__")}
-    assert folders == {*PACKAGES, "serve", *SHARED_PACKAGES, "vendor"}
+    assert folders == {*PACKAGES, *SHARED_PACKAGES, "vendor"}
     assert len(SHARED_PACKAGES) <= 5
     assert [p.name for p in (ROOT / "tasks").glob("*.py")] == ["__init__.py"]

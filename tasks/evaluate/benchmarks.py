@@ -5,9 +5,11 @@ as lm-eval's openbookqa and mmlu_continuation tasks; base and adapter score the 
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -16,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tasks.core.assets import asset, read_rows
 from tasks.scoring.stats import Item
 
+LOGIT_POSITIONS = 256  # chosen with bench/shared_context.py
 _OPTION = re.compile(r"^\s*([A-J])\.\s?(.*)$")
 
 
@@ -61,35 +64,78 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, context: str, continuation: 
     return context_ids, whole[len(context_ids):]
 
 
+def _left_padded(rows: list[list[int]], pad: int, device: torch.device) -> dict[str, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return {"input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device),
+            "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+
+
 @torch.no_grad()
 def continuation_loglikelihoods(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                                 requests: list[tuple[str, str]], batch_size: int = 8, desc: str = "loglikelihood",
                                 ) -> list[float]:
-    """log P(continuation | context) for each (context, continuation), batched with left padding so every
-    continuation ends at the last position; logits are computed only there (a 262k vocabulary makes the
-    LM head most of the cost)."""
+    """log P(continuation | context) for each (context, continuation). A context shared by several requests
+    (a question's choices) is read once: its keys and values are kept and each continuation reads on from
+    them, so a 4-choice question costs one context instead of four. Contexts are batched with left padding;
+    logits are computed only where a continuation token is predicted (a 262k vocabulary makes the LM head
+    most of the cost)."""
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     encoded = [encode_pair(tokenizer, c, x) for c, x in requests]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]) - len(encoded[i][1]))
+    by_context: dict[tuple[int, ...], list[int]] = {}
+    for index, (context, _) in enumerate(encoded):
+        by_context.setdefault(tuple(context), []).append(index)
+    contexts = sorted(by_context, key=len, reverse=True)
     results: dict[int, float] = {}
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, mininterval=10):
-        chunk = order[start:start + batch_size]
-        # the input drops the last continuation token: position t predicts token t+1
-        rows = [(encoded[i][0] + encoded[i][1])[:-1] for i in chunk]
-        width = max(len(r) for r in rows)
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        keep = max(len(encoded[i][1]) for i in chunk)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        for row, i in enumerate(chunk):
-            target = torch.tensor(encoded[i][1], device=device)
-            picked = logprobs[row, keep - len(target):].gather(-1, target[:, None])
-            results[i] = float(picked.sum())
+    for start in tqdm(range(0, len(contexts), batch_size), desc=desc, mininterval=10):
+        chunk = contexts[start:start + batch_size]
+        batch = _left_padded([list(c) for c in chunk], pad, device)
+        read = model(**batch, logits_to_keep=1, use_cache=True)
+        # the context's last position predicts each continuation's first token
+        first = torch.log_softmax(read.logits[:, -1].float(), dim=-1)
+        rows = sorted(((row, i) for row, context in enumerate(chunk) for i in by_context[context]),
+                      key=lambda pair: len(encoded[pair[1]][1]))
+        for group in _by_logit_budget(rows, [len(encoded[i][1]) for _, i in rows]):
+            results.update(_read_on(model, read.cache, batch, first, group,
+                                    [encoded[i][1] for _, i in group], pad))
     return [results[i] for i in range(len(requests))]
+
+
+def _by_logit_budget(rows: list[tuple[int, int]], lengths: list[int]) -> list[list[tuple[int, int]]]:
+    """Rows (sorted by continuation length) in groups whose padded continuations ask for at most
+    LOGIT_POSITIONS positions' logits at once: each is a 262k-wide row of floats, 1 MiB."""
+    groups: list[list[tuple[int, int]]] = [[]]
+    for row, length in zip(rows, lengths, strict=True):
+        if groups[-1] and (len(groups[-1]) + 1) * max(length - 1, 1) > LOGIT_POSITIONS:
+            groups.append([])
+        groups[-1].append(row)
+    return groups
+
+
+def _read_on(model: PreTrainedModel, cache: Any, batch: dict[str, torch.Tensor], first: torch.Tensor,
+             rows: list[tuple[int, int]], continuations: list[list[int]], pad: int) -> dict[int, float]:
+    """The continuations of `rows` (context row, request index) read on from a copy of the contexts' cache,
+    right-padded: padding after the last token changes nothing before it."""
+    device = first.device
+    context_rows = torch.tensor([row for row, _ in rows], device=device)
+    totals = first[context_rows].gather(-1, torch.tensor([[c[0]] for c in continuations], device=device))[:, 0]
+    width = max(len(c) for c in continuations) - 1
+    if width > 0:
+        cache = copy.deepcopy(cache)
+        cache.reorder_cache(context_rows)
+        inputs = [c[:-1] + [pad] * (width + 1 - len(c)) for c in continuations]
+        real = torch.tensor([[1] * (len(c) - 1) + [0] * (width + 1 - len(c)) for c in continuations], device=device)
+        start = batch["position_ids"][context_rows, -1:] + 1
+        logits = model(input_ids=torch.tensor(inputs, device=device),
+                       attention_mask=torch.cat([batch["attention_mask"][context_rows], real], dim=1),
+                       position_ids=start + torch.arange(width, device=device), cache=cache,
+                       use_cache=True).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        targets = torch.tensor([c[1:] + [0] * (width + 1 - len(c)) for c in continuations], device=device)
+        totals = totals + (logprobs.gather(-1, targets[..., None])[..., 0] * real).sum(-1)
+    return {i: float(total) for (_, i), total in zip(rows, totals, strict=True)}
 
 
 def score_questions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str,

@@ -1,7 +1,9 @@
 """The served champion behind the OpenAI API, before (engine transformers: the merged model behind
 `generate`) and after (engine gguf, the default: its export behind llama.cpp), next to the plain transformers
 `generate` loop on the same model and prompts, in one run: completion tokens per second in all and per
-client, seconds to the first token (streamed) and to the whole answer, with 1 and 4 concurrent clients.
+client, seconds to the first token (streamed) and to the whole answer, with 1 and 4 concurrent clients; the
+GGUF engine one request at a time and with PARALLEL (4) requests in one batch, and whether 4 clients get
+the greedy answers 1 client gets.
 Run from a project that has a registered champion and models/base (after `make run`).
 
     python bench/serve.py [--alias champion] [--prompts 8] [--max-tokens 64]
@@ -19,11 +21,11 @@ import openai
 import torch
 
 from flows.serve import load_gguf_engine, load_transformers_engine
-from tasks.core.config import load_params
+from tasks.core.config import Params, load_params
 from tasks.models.generation import STOP
 from tasks.serve.app import Served, build_app, serving_in_thread
 from tasks.serve.conversation import fit_prompt, turns_from_messages
-from tasks.serve.engine import ChatEngine, Engine
+from tasks.serve.engine import PARALLEL, ChatEngine, Engine
 from tasks.services.local_server import free_port
 from tasks.services.runtime import apply_runtime_defaults
 
@@ -57,18 +59,19 @@ def plain_loop(engine: ChatEngine, served: Served, questions: list[str], max_tok
 def served_clients(url: str, model: str, questions: list[str], max_tokens: int, clients: int) -> dict:
     client = openai.OpenAI(base_url=url, api_key="bench", max_retries=0, timeout=600)
 
-    def ask(question: str) -> tuple[float, float, int]:
+    def ask(question: str) -> tuple[float, float, int, str]:
         t0 = time.perf_counter()
-        first, tokens = None, 0
+        first, tokens, text = None, 0, ""
         stream = client.chat.completions.create(model=model, max_tokens=max_tokens, stream=True,
                                                 stream_options={"include_usage": True},
                                                 messages=[{"role": "user", "content": question}])
         for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content and first is None:
-                first = time.perf_counter() - t0
+            if chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - t0 if first is None else first
+                text += chunk.choices[0].delta.content
             if chunk.usage:
                 tokens = chunk.usage.completion_tokens
-        return first or 0.0, time.perf_counter() - t0, tokens
+        return first or 0.0, time.perf_counter() - t0, tokens, text
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -79,7 +82,7 @@ def served_clients(url: str, model: str, questions: list[str], max_tokens: int, 
     return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
             "client_tokens_per_s": statistics.median(r[2] / r[1] for r in results),
             "first_token_s": statistics.median(r[0] for r in results),
-            "answer_s": statistics.median(r[1] for r in results)}
+            "answer_s": statistics.median(r[1] for r in results), "answers": [r[3] for r in results]}
 
 
 def served_rows(engine: Engine, served: Served, name: str, questions: list[str], max_tokens: int) -> dict:
@@ -89,7 +92,19 @@ def served_rows(engine: Engine, served: Served, name: str, questions: list[str],
         for clients in (1, 4):
             rows[f"{name}, {clients} client{'s' if clients > 1 else ''}"] = served_clients(
                 url, served.model_id, questions, max_tokens, clients)
+    alone, together = rows[f"{name}, 1 client"]["answers"], rows[f"{name}, 4 clients"]["answers"]
+    same = sum(a == b for a, b in zip(alone, together, strict=True))
+    print(f"{name}: {same}/{len(alone)} greedy answers with 4 clients identical to those with 1", flush=True)
     return rows
+
+
+def gguf_rows(params: Params, alias: str, parallel: int, name: str, served: Served, questions: list[str],
+              max_tokens: int) -> dict:
+    engine, _ = load_gguf_engine(params, alias, parallel)
+    try:
+        return served_rows(engine, served, name, questions, max_tokens)
+    finally:
+        engine.close()
 
 
 def main() -> None:
@@ -110,11 +125,9 @@ def main() -> None:
     rows = {"plain generate loop": plain_loop(engine, served, questions, args.max_tokens)}
     rows |= served_rows(engine, served, "before: transformers", questions, args.max_tokens)
     del engine
-    gguf_engine, _ = load_gguf_engine(params, alias)
-    try:
-        rows |= served_rows(gguf_engine, served, "after: gguf", questions, args.max_tokens)
-    finally:
-        gguf_engine.generator.close()
+    rows |= gguf_rows(params, alias, 1, "gguf, one at a time", served, questions, args.max_tokens)
+    rows |= gguf_rows(params, alias, PARALLEL, f"after: gguf, parallel {PARALLEL}", served, questions,
+                      args.max_tokens)
     base = rows["before: transformers, 1 client"]["tokens_per_s"]
     print(f"{served.model_id} (version {served.version}), {len(questions)} prompts, max {args.max_tokens} tokens, "
           f"{torch.get_num_threads()} threads; ratio: tokens/s against the transformers engine with 1 client")

@@ -25,7 +25,7 @@ from tasks.models.gguf import GGUFGenerator
 from tasks.models.student import load_tokenizer
 from tasks.register.registry import load_merged_by_alias, version_by_alias
 from tasks.serve.app import Served, build_app
-from tasks.serve.engine import ChatEngine, Engine, GGUFEngine
+from tasks.serve.engine import PARALLEL, ChatEngine, Engine, GGUFEngine
 from tasks.services.local_server import port_free
 from tasks.services.runtime import apply_runtime_defaults
 
@@ -47,19 +47,21 @@ def load_transformers_engine(model_name: str, alias: str, max_tokens: int,
     return ChatEngine(merged, load_tokenizer(BASE_DIR)), served
 
 
-def load_gguf_engine(params: Params, alias: str) -> tuple[GGUFEngine, Served]:
+def load_gguf_engine(params: Params, alias: str, parallel: int = PARALLEL) -> tuple[GGUFEngine, Served]:
     """The version's export, checked to give the evaluated answers before anything is served."""
     settings = params.serve
     served = served_version(params.register_.model_name, alias, settings.max_tokens, settings.context_tokens)
     export, agreement = export_version(params, alias)
     check_agreement(agreement, settings.min_identical)
     print(f"{export.gguf}: {agreement}", flush=True)
-    return GGUFEngine(GGUFGenerator(export.gguf, settings.context_tokens), load_tokenizer(BASE_DIR)), served
+    engine = GGUFEngine(GGUFGenerator(export.gguf, settings.context_tokens), load_tokenizer(BASE_DIR),
+                        parallel=parallel, context_tokens=settings.context_tokens)
+    return engine, served
 
 
-def load_engine(params: Params, alias: str, engine: str) -> tuple[Engine, Served]:
+def load_engine(params: Params, alias: str, engine: str, parallel: int = PARALLEL) -> tuple[Engine, Served]:
     if engine == "gguf":
-        return load_gguf_engine(params, alias)
+        return load_gguf_engine(params, alias, parallel)
     settings = params.serve
     return load_transformers_engine(params.register_.model_name, alias, settings.max_tokens, settings.context_tokens)
 
@@ -71,7 +73,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: serve.port)")
     parser.add_argument("--engine", choices=("gguf", "transformers"), default=None,
                         help="what runs the model (default: serve.engine)")
+    parser.add_argument("--parallel", type=int, default=PARALLEL,
+                        help=f"gguf: requests answered together in one batch; more wait (default: {PARALLEL})")
     args = parser.parse_args()
+    if args.parallel < 1:
+        parser.error(f"--parallel must be at least 1, not {args.parallel}")
     apply_runtime_defaults()
     try:
         params = load_params(Path(args.params))
@@ -83,12 +89,15 @@ def main() -> None:
         fail(f"port {port} on 127.0.0.1 is in use (another `make serve`?): pass --port or set serve.port")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        engine, served = load_engine(params, alias, args.engine or settings.engine)
+        engine, served = load_engine(params, alias, args.engine or settings.engine, args.parallel)
     except SelfchatError as exc:
         fail(str(exc))
     print(f"serving {served.model_id} (version {served.version}) at http://127.0.0.1:{port}/v1 "
           "(OpenAI-compatible; `make chat` to talk to it)", flush=True)
-    uvicorn.run(build_app(engine, served), host="127.0.0.1", port=port, log_level="warning")
+    try:
+        uvicorn.run(build_app(engine, served), host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        engine.close()
 
 
 if __name__ == "__main__":

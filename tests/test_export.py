@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import jinja2
 import numpy as np
@@ -19,7 +20,7 @@ from tasks.export.reference import NoEvaluatedAnswers, evaluated_answers
 from tasks.export.templates import JINJA, modelfile
 from tasks.models.gguf import ExportError, GGUFGenerator, write_gguf
 from tasks.serve.conversation import render
-from tasks.serve.engine import Answer, GGUFEngine, Sampling
+from tasks.serve.engine import STOP, Answer, GGUFEngine, Sampling
 
 PROMPT = "The conversation between human and AI assistant.\n[|Human|] Routers route packets. Do they?\n[|AI|]"
 
@@ -51,8 +52,9 @@ def gemma_gguf(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(gemma_gguf):
     generator = GGUFGenerator(gemma_gguf[1], 256, threads=2)
-    yield GGUFEngine(generator, tokenizer=None)  # the app's prompt fitting is not under test here
-    generator.close()
+    engine = GGUFEngine(generator, tokenizer=None, parallel=2)  # the app's prompt fitting is not under test here
+    yield engine
+    engine.close()
 
 
 def test_the_written_file_computes_the_models_logits(gemma_gguf):
@@ -189,9 +191,34 @@ def test_the_gguf_engine_stops_at_a_stop_string_and_never_shows_it(engine):
 def test_a_stream_closed_early_frees_the_engine(engine):
     stream = engine.stream(PROMPT, Sampling(max_tokens=200), Answer())
     next(stream)
-    assert engine._lock.locked()
+    assert engine.busy == 1
     stream.close()
-    assert not engine._lock.locked()
     done = threading.Event()
     threading.Thread(target=lambda: (engine.answer(PROMPT, Sampling(max_tokens=3)), done.set())).start()
     assert done.wait(60)
+    while engine.busy:  # the stepper drops the closed stream at its next step
+        time.sleep(0.01)
+
+
+def test_answers_made_together_in_one_batch_are_the_answers_made_alone(engine):
+    """Each sequence attends only to its own tokens: answering four prompts two at a time (the other two wait)
+    changes none of the greedy answers nor the counts. A seeded sample repeats when made alone again; made in
+    a batch its logits differ in the last float bits (~1e-6, the batch's matrix shapes), which can move a
+    temperature-1 draw, so it is held to its count only."""
+    prompts = [PROMPT, "Another question, longer than the first one by a few words.", "Short.", PROMPT + " Why?"]
+    samplings = [Sampling(max_tokens=16), Sampling(max_tokens=9), Sampling(max_tokens=16, temperature=1.0, seed=3),
+                 Sampling(max_tokens=12)]
+    alone = [engine.answer(p, s) for p, s in zip(prompts, samplings, strict=True)]
+    together: dict[int, Answer] = {}
+    threads = [threading.Thread(target=lambda i=i: together.__setitem__(i, engine.answer(prompts[i], samplings[i])))
+               for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [together[i] for i in (0, 1, 3)] == [alone[i] for i in (0, 1, 3)]
+    assert [together[i].completion_tokens for i in range(4)] == [a.completion_tokens for a in alone] == [16, 9, 16, 12]
+    assert engine.answer(prompts[2], samplings[2]) == alone[2]
+    assert engine.answer(prompts[2], Sampling(max_tokens=16, temperature=1.0, seed=4)).text != alone[2].text
+    # and the greedy answer is the one the export's agreement was measured on
+    assert alone[0].text == engine.generator.complete(PROMPT, 16, STOP)

@@ -180,3 +180,13 @@ def test_a_client_that_goes_away_mid_stream_frees_the_model_and_requests_wait_th
     with pytest.raises(openai.BadRequestError, match="tools: not supported"):
         client.chat.completions.create(model="tiny-adapter@champion", messages=[{"role": "user", "content": "Hi"}],
                                        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+
+
+def test_a_parallel_below_one_is_refused_before_anything_loads():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "flows.serve", "--parallel", "0"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("--parallel must be at least 1, not 0")

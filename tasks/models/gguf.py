@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,27 +139,26 @@ class GGUFGenerator:
                          seed=0, verbose=False)
         self.eos = self.llm.token_eos()
 
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode(), add_bos=True, special=True)
+
     def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode(), add_bos=True, special=True))
+        return len(self.tokenize(text))
 
     def pieces(self, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None) -> Iterator[str]:
         """The completion's text, one item per generated token (empty while a character is split across
         tokens), until end-of-text or `max_tokens`; closing the iterator stops generating."""
-        tokens = self.llm.tokenize(prompt.encode(), add_bos=True, special=True)
+        tokens = self.tokenize(prompt)
         self.llm.reset()  # no prefix reuse: the same prompt gives the same answer whatever came before
         if seed is not None:
             self.llm.set_seed(seed)
-        made, text, seen = bytearray(), "", list(tokens)  # generate() extends the list it is given
-        for count, token in enumerate(self.llm.generate(tokens, temp=temperature, top_p=top_p, top_k=0,
+        text = Detokenizer(self, tokens)
+        for count, token in enumerate(self.llm.generate(list(tokens), temp=temperature, top_p=top_p, top_k=0,
                                                         min_p=0.0, repeat_penalty=1.0), start=1):
             if token == self.eos:
                 return
-            made += self.llm.detokenize([token], prev_tokens=seen)
-            seen.append(token)
-            now = made.decode("utf-8", errors="ignore")
-            yield now[len(text):]
-            text = now
+            yield text.piece(token)
             if count >= max_tokens:
                 return
 
@@ -174,3 +174,120 @@ class GGUFGenerator:
     def close(self) -> None:
         """Free the model now (llama-cpp-python's own finalizer fails at interpreter exit)."""
         self.llm.close()
+
+
+class Detokenizer:
+    """The text of generated tokens as they come; a character split across tokens shows once it is whole."""
+
+    def __init__(self, generator: GGUFGenerator, prompt_tokens: list[int]) -> None:
+        self.llm, self.seen = generator.llm, list(prompt_tokens)
+        self.made, self.text = bytearray(), ""
+
+    def piece(self, token: int) -> str:
+        self.made += self.llm.detokenize([token], prev_tokens=self.seen)
+        self.seen.append(token)
+        now = self.made.decode("utf-8", errors="ignore")
+        new, self.text = now[len(self.text):], now
+        return new
+
+
+class GGUFSequences:
+    """Up to `slots` prompts answered together by one llama.cpp context (continuous batching): each step reads
+    the next token of every open sequence in one forward pass. On a CPU a step's cost is mostly reading the
+    weights (the 262k-row head above all), so several answers cost little more than one. Each sequence has its
+    own cache stream (kv_unified off) and attends only to its own tokens. Not thread-safe: one thread steps."""
+
+    def __init__(self, generator: GGUFGenerator, context_tokens: int, slots: int, batch_tokens: int = 512) -> None:
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch, LlamaContext
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = context_tokens * slots  # divided between the streams
+        params.n_batch = params.n_ubatch = batch_tokens
+        params.n_seq_max = slots
+        params.n_threads = params.n_threads_batch = generator.llm.n_threads
+        params.kv_unified = False
+        self.generator = generator
+        self.context = LlamaContext(model=generator.llm._model, params=params, verbose=False)
+        self.batch = LlamaBatch(n_tokens=batch_tokens, embd=0, n_seq_max=1, verbose=False)
+        self.batch_tokens, self.sequence_tokens = batch_tokens, context_tokens
+        self.free = list(range(slots))
+        self._open: dict[int, _Sequence] = {}
+
+    def open(self, tokens: list[int], temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> int:
+        """A free sequence for this prompt; its first token comes from a later step()."""
+        from llama_cpp._internals import LlamaSampler
+
+        if not self.free:
+            raise RuntimeError("every sequence is in use")
+        if not tokens or len(tokens) >= self.sequence_tokens:
+            raise ValueError(f"a prompt of {len(tokens)} tokens does not fit a sequence's context")
+        sampler = LlamaSampler()
+        if temperature > 0:
+            sampler.add_top_p(top_p, 1)
+            sampler.add_temp(temperature)
+            sampler.add_dist(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
+        else:
+            sampler.add_greedy()
+        seq = self.free.pop(0)
+        self.context.kv_cache_seq_rm(seq, -1, -1)
+        self._open[seq] = _Sequence(pending=list(tokens), sampler=sampler)
+        return seq
+
+    def close(self, seq: int) -> None:
+        self._open.pop(seq).sampler.close()
+        self.context.kv_cache_seq_rm(seq, -1, -1)
+        self.free.append(seq)
+        self.free.sort()
+
+    def length(self, seq: int) -> int:
+        """The tokens a sequence holds once its last sampled token is read: a full one must be closed."""
+        sequence = self._open[seq]
+        return sequence.position + len(sequence.pending) + 1
+
+    def step(self) -> dict[int, int]:
+        """One forward pass: every decoding sequence's last token, and as much of the waiting prompts as the
+        batch holds. Returns the token sampled for each sequence whose prompt is read."""
+        batch, rows = self.batch.batch, 0
+        sampled_at: dict[int, int] = {}
+
+        def add(seq: int, token: int, position: int, logits: bool) -> None:
+            nonlocal rows
+            batch.token[rows], batch.pos[rows], batch.seq_id[rows][0] = token, position, seq
+            batch.n_seq_id[rows], batch.logits[rows] = 1, logits
+            if logits:
+                sampled_at[seq] = rows
+            rows += 1
+
+        decoding = [(seq, s) for seq, s in self._open.items() if not s.pending]
+        for seq, s in decoding:
+            add(seq, s.last, s.position, True)
+            s.position += 1
+        for seq, s in self._open.items():
+            if s.pending and rows < self.batch_tokens:
+                chunk, s.pending = s.pending[:self.batch_tokens - rows], s.pending[self.batch_tokens - rows:]
+                for offset, token in enumerate(chunk):
+                    add(seq, token, s.position + offset, not s.pending and offset == len(chunk) - 1)
+                s.position += len(chunk)
+        if not rows:
+            return {}
+        batch.n_tokens = rows
+        self.context.decode(self.batch)
+        tokens = {seq: self._open[seq].sampler.sample(self.context, row) for seq, row in sampled_at.items()}
+        for seq, token in tokens.items():
+            self._open[seq].last = token
+        return tokens
+
+    def close_all(self) -> None:
+        for seq in list(self._open):
+            self.close(seq)
+        self.batch.close()
+        self.context.close()
+
+
+@dataclass
+class _Sequence:
+    pending: list[int]  # prompt tokens not read yet
+    sampler: Any
+    position: int = 0  # where the next token read goes
+    last: int = -1  # the token sampled last, read by the next step

@@ -89,8 +89,8 @@ def sampling_of(body: dict[str, Any], served: Served) -> Sampling:
 def build_app(engine: Engine, served: Served) -> FastAPI:
     app = FastAPI(title=f"selfchat: {served.model_id} (version {served.version})")
     # requests wait here, on the event loop, not in the thread pool: a queue of waiting requests can never
-    # take every worker thread from the one that is generating (or from /health)
-    turn = anyio.Lock()
+    # take every worker thread from those that are generating (or from /health)
+    turn = anyio.Semaphore(engine.parallel)
 
     @app.get("/health")
     def health() -> dict:
@@ -129,7 +129,7 @@ def build_app(engine: Engine, served: Served) -> FastAPI:
                 "system_fingerprint": f"{served.model_name}/{served.version}"}
         if body.get("stream"):
             events = stream_events(engine, prompt.text, sampling, head, body)
-            return StreamingResponse(one_at_a_time(turn, events), media_type="text/event-stream")
+            return StreamingResponse(in_turn(turn, events), media_type="text/event-stream")
         async with turn:
             answer = await run_in_threadpool(engine.answer, prompt.text, sampling)
         return {**head, "object": "chat.completion",
@@ -140,9 +140,9 @@ def build_app(engine: Engine, served: Served) -> FastAPI:
     return app
 
 
-async def one_at_a_time(turn: anyio.Lock, events: Iterator[str]) -> AsyncIterator[str]:
-    """The stream's events, produced in worker threads while holding the model's turn; a client that goes
-    away ends the generation at once (the events are closed, not left to the garbage collector)."""
+async def in_turn(turn: anyio.Semaphore, events: Iterator[str]) -> AsyncIterator[str]:
+    """The stream's events, produced in worker threads while holding one of the model's turns; a client that
+    goes away ends the generation at once (the events are closed, not left to the garbage collector)."""
     async with turn:
         try:
             while (event := await run_in_threadpool(next, events, None)) is not None:

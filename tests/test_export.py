@@ -222,3 +222,34 @@ def test_answers_made_together_in_one_batch_are_the_answers_made_alone(engine):
     assert engine.answer(prompts[2], Sampling(max_tokens=16, temperature=1.0, seed=4)).text != alone[2].text
     # and the greedy answer is the one the export's agreement was measured on
     assert alone[0].text == engine.generator.complete(PROMPT, 16, STOP)
+
+
+def test_closing_the_engine_ends_every_reader_with_an_error(gemma_gguf):
+    """The answer being made and the request waiting for its turn both hear that the engine closed: no
+    reader blocks, and an unfinished answer is not reported as finished."""
+    engine = GGUFEngine(GGUFGenerator(gemma_gguf[1], 256, threads=2), tokenizer=None, parallel=1)
+    running = engine.stream(PROMPT, Sampling(max_tokens=200), Answer())
+    next(running)
+    errors: list[BaseException] = []
+
+    def wait_in_line() -> None:
+        try:
+            engine.answer(PROMPT, Sampling(max_tokens=5))
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    waiting = threading.Thread(target=wait_in_line)
+    waiting.start()
+    while engine.busy < 2:
+        time.sleep(0.01)
+    closing = threading.Thread(target=engine.close)  # it waits for the readers before freeing the model
+    closing.start()
+    waiting.join(60)
+    assert [str(e) for e in errors] == ["the answer was not finished: the engine was closed before the answer "
+                                        "was finished"]
+    with pytest.raises(RuntimeError, match="closed before the answer was finished"):
+        list(running)
+    closing.join(60)
+    assert not closing.is_alive()
+    with pytest.raises(RuntimeError, match="the engine is closed"):
+        engine.answer(PROMPT, Sampling(max_tokens=5))

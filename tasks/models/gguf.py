@@ -259,11 +259,14 @@ class GGUFSequences:
                 sampled_at[seq] = rows
             rows += 1
 
-        decoding = [(seq, s) for seq, s in self._open.items() if not s.pending]
+        # in sequence order: without a unified cache llama.cpp puts sequences in one micro-batch only in
+        # increasing id order, and reads the weights once per micro-batch
+        in_order = sorted(self._open.items())
+        decoding = [(seq, s) for seq, s in in_order if not s.pending]
         for seq, s in decoding:
             add(seq, s.last, s.position, True)
             s.position += 1
-        for seq, s in self._open.items():
+        for seq, s in in_order:
             if s.pending and rows < self.batch_tokens:
                 chunk, s.pending = s.pending[:self.batch_tokens - rows], s.pending[self.batch_tokens - rows:]
                 for offset, token in enumerate(chunk):

@@ -23,7 +23,7 @@ from transformers import (
 from tasks.models.gguf import Detokenizer, GGUFGenerator, GGUFSequences
 from tasks.serve.conversation import STOP
 
-# the GGUF engine's batch: on 2 cores 4 answers per step give 1.2x the tokens/s of one and the first token
+# the GGUF engine's batch: on 2 cores 4 answers per step give 1.4x the tokens/s of one and the first token
 # without queueing (bench/serve.py); more requests wait
 PARALLEL = 4
 
@@ -205,6 +205,7 @@ class GGUFEngine:
         self._active: dict[int, _Request] = {}
         self._wake = threading.Condition()
         self._closed = False
+        self._readers = 0  # streams still turning tokens into text with the file's vocabulary
         self._stepper = threading.Thread(target=self._run, name="selfchat-gguf", daemon=True)
         self._stepper.start()
 
@@ -227,7 +228,7 @@ class GGUFEngine:
             s = request.sampling
             try:
                 self._active[self.sequences.open(request.tokens, s.temperature, s.top_p, s.seed)] = request
-            except ValueError as exc:
+            except Exception as exc:  # this request's reader hears of it; the stepper goes on
                 request.out.put(exc)
 
     def _run(self) -> None:
@@ -237,39 +238,47 @@ class GGUFEngine:
                     self._wake.wait()
                 if self._closed:
                     break
-                self._admit()
                 for seq in [seq for seq, request in self._active.items() if request.gone.is_set()]:
-                    self._end(seq, "stop")
+                    self._end(seq, "stop")  # before admitting: a reader who left frees the slot now
+                self._admit()
             try:
                 tokens = self.sequences.step()
+                with self._wake:
+                    self._hand_out(tokens)
             except Exception as exc:  # every reader hears of it; the engine goes on with the next requests
                 with self._wake:
                     for seq in list(self._active):
                         self._end(seq, exc)
-                continue
-            with self._wake:
-                for seq, token in tokens.items():
-                    request = self._active[seq]
-                    if token == self.generator.eos:
-                        self._end(seq, "stop")
-                        continue
-                    request.out.put(token)
-                    request.made += 1
-                    full = self.sequences.length(seq) >= self.sequences.sequence_tokens
-                    if request.made >= request.sampling.max_tokens or full:
-                        self._end(seq, "length")
         with self._wake:
+            closed = RuntimeError("the engine was closed before the answer was finished")
             for seq in list(self._active):
+                self._end(seq, closed)
+            while self._waiting:
+                self._waiting.popleft().out.put(closed)
+
+    def _hand_out(self, tokens: dict[int, int]) -> None:
+        for seq, token in tokens.items():
+            request = self._active[seq]
+            if token == self.generator.eos:
                 self._end(seq, "stop")
+                continue
+            request.out.put(token)
+            request.made += 1
+            full = self.sequences.length(seq) >= self.sequences.sequence_tokens
+            if request.made >= request.sampling.max_tokens or full:
+                self._end(seq, "length")
 
     def stream(self, prompt: str, sampling: Sampling, answer: Answer) -> Iterator[str]:
         """As ChatEngine.stream: never past a stop string; closing the iterator ends the generation."""
+        if self._closed:
+            raise RuntimeError("the engine is closed")
         request = _Request(self.generator.tokenize(prompt), sampling)
         answer.prompt_tokens = len(request.tokens)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the engine is closed")
             self._waiting.append(request)
+            self._readers += 1
             self._wake.notify()
         shown, text = StopFilter((STOP, *sampling.stop)), Detokenizer(self.generator, request.tokens)
         made, reason = 0, "stop"
@@ -281,13 +290,14 @@ class GGUFEngine:
                 if shown.stopped:
                     break
             else:
-                if isinstance(item, BaseException):
-                    raise item
+                if isinstance(item, BaseException):  # one error may end several readers: each gets its own
+                    raise RuntimeError(f"the answer was not finished: {item}") from item
                 reason = item
         finally:
             request.gone.set()
             with self._wake:
-                self._wake.notify()
+                self._readers -= 1
+                self._wake.notify_all()
         if rest := shown.finish():
             yield rest
         answer.completion_tokens = made
@@ -303,5 +313,7 @@ class GGUFEngine:
             self._closed = True
             self._wake.notify()
         self._stepper.join()
+        with self._wake:  # readers have heard; let them finish detokenizing before the model is freed
+            self._wake.wait_for(lambda: not self._readers, timeout=30)
         self.sequences.close_all()
         self.generator.close()

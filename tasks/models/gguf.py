@@ -129,8 +129,8 @@ def write_gguf(model: PreTrainedModel, out: Path, name: str, chat_template: str,
 
 
 class GGUFGenerator:
-    """A GGUF model in this process (llama-cpp-python): each prompt read from scratch, so an answer never
-    depends on what was asked before it."""
+    """A GGUF model in this process (llama-cpp-python): its vocabulary, and greedy completions each read from
+    scratch, so an answer never depends on what was asked before it."""
 
     def __init__(self, path: Path, context_tokens: int, threads: int | None = None) -> None:
         from llama_cpp import Llama
@@ -138,6 +138,7 @@ class GGUFGenerator:
         self.llm = Llama(model_path=str(path), n_ctx=context_tokens, n_threads=threads or torch.get_num_threads(),
                          seed=0, verbose=False)
         self.eos = self.llm.token_eos()
+        self._alone: GGUFSequences | None = None  # complete()'s stream, made on first use
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode(), add_bos=True, special=True)
@@ -145,34 +146,30 @@ class GGUFGenerator:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
-    def pieces(self, prompt: str, max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               seed: int | None = None) -> Iterator[str]:
-        """The completion's text, one item per generated token (empty while a character is split across
-        tokens), until end-of-text or `max_tokens`; closing the iterator stops generating."""
-        tokens = self.tokenize(prompt)
-        self.llm.reset()  # no prefix reuse: the same prompt gives the same answer whatever came before
-        if seed is not None:
-            self.llm.set_seed(seed)
-        text = Detokenizer(self, tokens)
-        for count, token in enumerate(self.llm.generate(list(tokens), temp=temperature, top_p=top_p, top_k=0,
-                                                        min_p=0.0, repeat_penalty=1.0), start=1):
-            if token == self.eos:
-                return
-            yield text.piece(token)
-            if count >= max_tokens:
-                return
-
     def complete(self, prompt: str, max_tokens: int, stop: str) -> str:
-        """The greedy completion up to the first `stop`, stripped: what the evaluation's generate_answers gives."""
-        text = ""
-        for piece in self.pieces(prompt, max_tokens):
-            text += piece
-            if stop in text:
-                break
-        return text.split(stop)[0].strip()
+        """The greedy completion up to the first `stop`, stripped: what the evaluation's generate_answers gives,
+        made as the engine serves it (a GGUFSequences stream), so the agreement measured is the served one."""
+        if self._alone is None:
+            self._alone = GGUFSequences(self, self.llm.n_ctx(), 1)
+        alone, tokens = self._alone, self.tokenize(prompt)
+        seq, text, made = alone.open(tokens), Detokenizer(self, tokens), ""
+        try:
+            for _ in range(max_tokens):
+                while not (sampled := alone.step()):  # a prompt longer than a batch is read in chunks
+                    pass
+                if sampled[seq] == self.eos:
+                    break
+                made += text.piece(sampled[seq])
+                if stop in made or alone.length(seq) >= alone.sequence_tokens:
+                    break
+        finally:
+            alone.close(seq)
+        return made.split(stop)[0].strip()
 
     def close(self) -> None:
         """Free the model now (llama-cpp-python's own finalizer fails at interpreter exit)."""
+        if self._alone is not None:
+            self._alone.close_all()
         self.llm.close()
 
 
